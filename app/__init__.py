@@ -1,0 +1,1 @@
+"""The segcore app: thin UIs (Gradio, Streamlit) over app/services.py."""

@@ -1,0 +1,28 @@
+"""segcore: semantic segmentation architectures, losses, metrics, training and refinement.
+
+The public API is re-exported here: build models with `create_model`, save and load them with
+`save_pretrained` / `load_pretrained`, and run them on images with `Segmenter`.
+"""
+
+from segcore.checkpoint import load_pretrained, save_pretrained
+from segcore.errors import CheckpointError, ImageError, SegcoreError
+from segcore.image import read_image
+from segcore.inference import Prediction, Segmenter
+from segcore.registry import create_model, list_models, model_info, register_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ImageError",
+    "Prediction",
+    "SegcoreError",
+    "Segmenter",
+    "create_model",
+    "list_models",
+    "load_pretrained",
+    "model_info",
+    "read_image",
+    "register_model",
+    "save_pretrained",
+]

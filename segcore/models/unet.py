@@ -1,0 +1,70 @@
+"""U-Net (Ronneberger et al., MICCAI 2015, arXiv:1505.04597): four down steps, four up steps, concatenated skips.
+
+Deviations, each for the forward contract (logits at the input's H, W for any size): 3x3 convolutions are padded
+("same") instead of valid with cropping, BatchNorm follows each convolution, and when an odd size makes an
+up-sampled map one pixel short of its skip, it is zero-padded to the skip's size before concatenation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from segcore.models.blocks import ConvBNReLU
+from segcore.registry import register_model
+
+
+class DoubleConv(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(ConvBNReLU(in_channels, out_channels), ConvBNReLU(out_channels, out_channels))
+
+
+class Down(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(nn.MaxPool2d(2), DoubleConv(in_channels, out_channels))
+
+
+class Up(nn.Module):
+    """2x2 up-convolution halving the channels, concatenation with the encoder skip, two 3x3 convolutions."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
+        self.conv = DoubleConv(in_channels // 2 + out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        missing_h, missing_w = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+        if missing_h or missing_w:
+            x = F.pad(x, [missing_w // 2, missing_w - missing_w // 2, missing_h // 2, missing_h - missing_h // 2])
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+class UNet(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        widths = [width, width * 2, width * 4, width * 8, width * 16]
+        self.stem = DoubleConv(in_channels, widths[0])
+        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1]) for i in range(4))
+        self.ups = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(4)))
+        self.classifier = nn.Conv2d(widths[0], num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        skips = [self.stem(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        for up in self.ups:
+            y = up(y, skips.pop())
+        return {"out": self.classifier(y)}
+
+
+@register_model("unet", task="semantic", paper="arXiv:1505.04597", default_size=(256, 256))
+def unet(num_classes: int, in_channels: int = 3, width: int = 64, pretrained_backbone: bool = False) -> UNet:
+    """Classic U-Net: four down, four up, concatenated skips; `width` sets the first stage's channels."""
+    if pretrained_backbone:
+        raise ValueError("unet has no pretrained backbone; it always trains from scratch (pretrained_backbone=False)")
+    if width < 1:
+        raise ValueError(f"width must be positive, got {width}")
+    return UNet(num_classes, in_channels=in_channels, width=width)
