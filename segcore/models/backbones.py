@@ -1,0 +1,104 @@
+"""Backbones shared by several architectures: torchvision ResNets (optionally dilated) and VGG16, built offline.
+
+`pretrained_backbone=True` asks torchvision for ImageNet weights; that needs the network (or torch's hub cache),
+and when it fails the error says so instead of a bare URLError. `in_channels != 3` swaps the first convolution
+(pretrained RGB filters are averaged over channels and repeated, so grey or RGB-D inputs still start sensibly).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torchvision
+from torchvision.models._utils import IntermediateLayerGetter
+
+RESNETS = {
+    "resnet18": (torchvision.models.resnet18, "ResNet18_Weights", 512),
+    "resnet34": (torchvision.models.resnet34, "ResNet34_Weights", 512),
+    "resnet50": (torchvision.models.resnet50, "ResNet50_Weights", 2048),
+    "resnet101": (torchvision.models.resnet101, "ResNet101_Weights", 2048),
+}
+
+
+class PretrainedWeightsUnavailable(ValueError):
+    """ImageNet weights were asked for but could not be obtained (usually: no network)."""
+
+
+def _imagenet_weights(enum_name: str):
+    return getattr(torchvision.models, enum_name).IMAGENET1K_V1
+
+
+def build_torchvision(builder, weights_enum: str, pretrained: bool, **kwargs) -> nn.Module:
+    """Call a torchvision model builder, with a clear error when ImageNet weights cannot be downloaded."""
+    if not pretrained:
+        return builder(weights=None, **kwargs)
+    weights = _imagenet_weights(weights_enum)
+    try:
+        return builder(weights=weights, **kwargs)
+    except Exception as error:  # urllib, ssl, socket and hash errors all mean the same thing to the user
+        raise PretrainedWeightsUnavailable(
+            f"pretrained_backbone=True needs torchvision's ImageNet weights ({weights.url}), and getting them "
+            f"failed ({type(error).__name__}: {error}); connect to the internet once (they are cached under "
+            f"{torch.hub.get_dir()}) or pass pretrained_backbone=False to train from scratch"
+        ) from None
+
+
+def adapt_input_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of `conv` taking `in_channels` inputs; RGB filters are averaged and repeated when present."""
+    if in_channels == conv.in_channels:
+        return conv
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, conv.bias is not None)
+    with torch.no_grad():
+        mean_filter = conv.weight.mean(dim=1, keepdim=True)
+        new.weight.copy_(mean_filter.repeat(1, in_channels, 1, 1) * (conv.in_channels / in_channels))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def resnet(
+    name: str,
+    pretrained: bool = False,
+    in_channels: int = 3,
+    dilate: tuple[bool, bool, bool] = (False, False, False),
+) -> nn.Module:
+    """A torchvision ResNet; `dilate[i]` replaces the stride of layer2/3/4 with dilation (output stride 8/16)."""
+    if name not in RESNETS:
+        raise ValueError(f"unknown ResNet {name!r}; choose one of {', '.join(RESNETS)}")
+    builder, weights_enum, _ = RESNETS[name]
+    kwargs = {"replace_stride_with_dilation": list(dilate)} if any(dilate) else {}
+    if any(dilate) and name in ("resnet18", "resnet34"):
+        raise ValueError(f"{name} uses BasicBlocks, which torchvision cannot dilate; use resnet50 or resnet101")
+    model = build_torchvision(builder, weights_enum, pretrained, **kwargs)
+    model.conv1 = adapt_input_channels(model.conv1, in_channels)
+    return model
+
+
+def resnet_channels(name: str) -> dict[str, int]:
+    """Output channels of conv1 (stem), layer1..layer4 for a ResNet name."""
+    last = RESNETS[name][2]
+    expansion = last // 512
+    return {"stem": 64, "layer1": 64 * expansion, "layer2": 128 * expansion, "layer3": 256 * expansion, "layer4": last}
+
+
+def resnet_features(
+    name: str,
+    return_layers: dict[str, str],
+    pretrained: bool = False,
+    in_channels: int = 3,
+    dilate: tuple[bool, bool, bool] = (False, False, False),
+) -> IntermediateLayerGetter:
+    """ResNet body returning a dict of the named intermediate layers (torchvision's IntermediateLayerGetter)."""
+    return IntermediateLayerGetter(resnet(name, pretrained, in_channels, dilate), return_layers=return_layers)
+
+
+def vgg16_features(pretrained: bool = False, in_channels: int = 3, batch_norm: bool = False) -> nn.Sequential:
+    """The 13 convolutions and 5 max-pools of VGG16 (torchvision's `features`), as a Sequential."""
+    if batch_norm:
+        model = build_torchvision(torchvision.models.vgg16_bn, "VGG16_BN_Weights", pretrained)
+    else:
+        model = build_torchvision(torchvision.models.vgg16, "VGG16_Weights", pretrained)
+    features = model.features
+    features[0] = adapt_input_channels(features[0], in_channels)
+    return features
