@@ -95,10 +95,14 @@ def resnet_features(
 
 def vgg16_features(pretrained: bool = False, in_channels: int = 3, batch_norm: bool = False) -> nn.Sequential:
     """The 13 convolutions and 5 max-pools of VGG16 (torchvision's `features`), as a Sequential."""
-    if batch_norm:
-        model = build_torchvision(torchvision.models.vgg16_bn, "VGG16_BN_Weights", pretrained)
+    if not pretrained:
+        # Only the convolutional part: building the full VGG16 would allocate its unused 120 M-parameter classifier.
+        from torchvision.models.vgg import cfgs, make_layers
+
+        features = make_layers(cfgs["D"], batch_norm=batch_norm)
+    elif batch_norm:
+        features = build_torchvision(torchvision.models.vgg16_bn, "VGG16_BN_Weights", pretrained).features
     else:
-        model = build_torchvision(torchvision.models.vgg16, "VGG16_Weights", pretrained)
-    features = model.features
+        features = build_torchvision(torchvision.models.vgg16, "VGG16_Weights", pretrained).features
     features[0] = adapt_input_channels(features[0], in_channels)
     return features

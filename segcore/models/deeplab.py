@@ -1,0 +1,267 @@
+"""DeepLab v1 (arXiv:1412.7062), v2 (arXiv:1606.00915), v3 (arXiv:1706.05587) and v3+ (arXiv:1802.02611).
+
+Shared here: the dilated-ResNet helper (output stride 8/16, multi-grid), ASPP (v2's summed ASPP-L and v3's
+concatenated ASPP), ImagePooling, the v3+ Decoder and the auxiliary FCN head (PSPNet imports the last three).
+Deviations: no dense CRF post-processing (v1/v2; segcore.refine offers one) and no multi-scale input fusion (v2);
+v3+ uses ResNet, not Aligned Xception; ImagePooling drops BatchNorm (see its docstring).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torchvision.models._utils import IntermediateLayerGetter
+
+from segcore.models.backbones import build_torchvision, resnet, resnet_channels, vgg16_features
+from segcore.models.blocks import ConvBNReLU
+from segcore.registry import register_model
+
+DILATED_BACKBONES = ("resnet50", "resnet101")
+# Which of layer2/3/4 trade their stride for dilation at each output stride.
+DILATE_FOR_OUTPUT_STRIDE = {8: (False, True, True), 16: (False, False, True)}
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _set_atrous_rates(layer: nn.Sequential, rates: Sequence[int]) -> None:
+    for unit, rate in zip(layer, rates, strict=True):
+        unit.conv2.dilation = (rate, rate)
+        unit.conv2.padding = (rate, rate)
+
+
+def dilated_resnet(
+    backbone: str,
+    output_stride: int,
+    return_layers: dict[str, str],
+    *,
+    pretrained: bool = False,
+    in_channels: int = 3,
+    multi_grid: Sequence[int] = (1, 1, 1),
+) -> IntermediateLayerGetter:
+    """ResNet body whose last strides become atrous rates: output stride 8 (layer3 rate 2, layer4 rate 4) or 16
+    (layer4 rate 2). Every unit of a dilated block gets the block's rate, the last block's units times `multi_grid`.
+
+    torchvision keeps the first unit of a dilated block at the previous rate; DeepLab's and PSPNet's Caffe
+    models dilate every unit, as done here.
+    """
+    _check_choice("backbone", backbone, DILATED_BACKBONES)
+    _check_choice("output_stride", output_stride, tuple(DILATE_FOR_OUTPUT_STRIDE))
+    multi_grid = tuple(multi_grid)
+    if len(multi_grid) != 3 or not all(isinstance(rate, int) and rate >= 1 for rate in multi_grid):
+        raise ValueError(f"multi_grid must be three positive integers (one per unit of layer4), got {multi_grid!r}")
+    network = resnet(backbone, pretrained, in_channels, dilate=DILATE_FOR_OUTPUT_STRIDE[output_stride])
+    layer3_rate = 2 if output_stride == 8 else 1
+    _set_atrous_rates(network.layer3, [layer3_rate] * len(network.layer3))
+    _set_atrous_rates(network.layer4, [2 * layer3_rate * unit_rate for unit_rate in multi_grid])
+    return IntermediateLayerGetter(network, return_layers=return_layers)
+
+
+def upsample_to(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(logits, size=reference.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ImagePooling(nn.Module):
+    """Image-level features (v3, Sec. 3.3): average-pool to `bins` x `bins`, 1x1 conv, ReLU, bilinear upsample back.
+
+    With bins=1 (DeepLabv3's branch) there is no BatchNorm: it would normalise one value per channel per image,
+    which fails at batch 1 and is noisy at small batches, and at inference BN is an affine map the conv's bias
+    already provides. With bins > 1 (one level of PSPNet's pyramid pooling module) the BatchNorm stays.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bins: int = 1):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(bins)
+        if bins == 1:
+            self.conv = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.ReLU(inplace=True))
+        else:
+            self.conv = ConvBNReLU(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample_to(self.conv(self.pool(x)), x)
+
+
+class ASPP(nn.Module):
+    """Atrous Spatial Pyramid Pooling: parallel atrous convolutions over one feature map at several rates.
+
+    fusion="sum" is v2's ASPP-L: each branch is a single 3x3 atrous conv straight to `out_channels` class scores,
+    and the scores are summed. fusion="concat" is v3's: a 1x1 branch, 3x3 atrous branches and ImagePooling, each
+    with BatchNorm and ReLU, concatenated and projected by a 1x1 conv + BN + ReLU and dropout.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, rates: Sequence[int], fusion: str = "concat",
+                 dropout: float = 0.1):
+        super().__init__()
+        _check_choice("fusion", fusion, ("sum", "concat"))
+        self.rates = tuple(rates)
+        if fusion == "sum":
+            self.branches = nn.ModuleList(
+                nn.Conv2d(in_channels, out_channels, 3, padding=rate, dilation=rate) for rate in self.rates
+            )
+            self.project = None
+        else:
+            self.branches = nn.ModuleList([
+                ConvBNReLU(in_channels, out_channels, kernel_size=1),
+                *(ConvBNReLU(in_channels, out_channels, kernel_size=3, dilation=rate) for rate in self.rates),
+                ImagePooling(in_channels, out_channels),
+            ])
+            self.project = nn.Sequential(
+                ConvBNReLU(len(self.branches) * out_channels, out_channels, kernel_size=1), nn.Dropout(dropout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [branch(x) for branch in self.branches]
+        if self.project is None:
+            return torch.stack(outputs).sum(dim=0)
+        return self.project(torch.cat(outputs, dim=1))
+
+
+class AuxiliaryHead(nn.Sequential):
+    """FCN-style head on layer3 for the auxiliary loss (PSPNet, Sec. 3.4): 3x3 conv + BN + ReLU, dropout, 1x1."""
+
+    def __init__(self, in_channels: int, num_classes: int, hidden_channels: int = 256):
+        super().__init__(
+            ConvBNReLU(in_channels, hidden_channels, kernel_size=3),
+            nn.Dropout(0.1),
+            nn.Conv2d(hidden_channels, num_classes, 1),
+        )
+
+
+class Decoder(nn.Module):
+    """v3+ decoder (Fig. 2): low-level features reduced to 48 channels, concatenated with the upsampled encoder
+    output, refined by two 3x3 conv + BN + ReLU."""
+
+    def __init__(self, low_level_channels: int, encoder_channels: int = 256, reduced_channels: int = 48,
+                 out_channels: int = 256):
+        super().__init__()
+        # Few channels so the many low-level channels do not outweigh the rich encoder features (Sec. 3.1).
+        self.reduce = ConvBNReLU(low_level_channels, reduced_channels, kernel_size=1)
+        self.refine = nn.Sequential(
+            ConvBNReLU(encoder_channels + reduced_channels, out_channels, kernel_size=3),
+            ConvBNReLU(out_channels, out_channels, kernel_size=3),
+        )
+
+    def forward(self, encoder_features: torch.Tensor, low_level_features: torch.Tensor) -> torch.Tensor:
+        low_level = self.reduce(low_level_features)
+        return self.refine(torch.cat([upsample_to(encoder_features, low_level), low_level], dim=1))
+
+
+class DeepLabLargeFOV(nn.Module):
+    """DeepLab v1: VGG16 at output stride 8 (pool4/pool5 stride 1, conv5 at rate 2), fc6 3x3 at rate 12, fc7, fc8."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False):
+        super().__init__()
+        self.features = vgg16_features(pretrained_backbone, in_channels)
+        # torchvision's indices: max-pools at 4, 9, 16, 23, 30; conv5_1..conv5_3 at 24, 26, 28.
+        for index in (4, 9, 16):
+            self.features[index] = nn.MaxPool2d(3, stride=2, padding=1)
+        for index in (23, 30):
+            self.features[index] = nn.MaxPool2d(3, stride=1, padding=1)
+        for index in (24, 26, 28):
+            self.features[index].dilation = (2, 2)
+            self.features[index].padding = (2, 2)
+        self.fc6 = nn.Conv2d(512, 1024, 3, padding=12, dilation=12)
+        self.fc7 = nn.Conv2d(1024, 1024, 1)
+        self.dropout = nn.Dropout(0.5)
+        self.fc8 = nn.Conv2d(1024, num_classes, 1)
+        if pretrained_backbone:
+            self._decimate_vgg_classifier()
+
+    def _decimate_vgg_classifier(self) -> None:
+        # Sec. 3.1: fc6/fc7 start from VGG's fully connected layers, decimated in space (7x7 -> 3x3) and filters.
+        classifier = build_torchvision(torchvision.models.vgg16, "VGG16_Weights", True).classifier
+        with torch.no_grad():
+            self.fc6.weight.copy_(classifier[0].weight.view(4096, 512, 7, 7)[::4, :, ::3, ::3])
+            self.fc6.bias.copy_(classifier[0].bias[::4])
+            self.fc7.weight.copy_(classifier[3].weight[::4, ::4, None, None])
+            self.fc7.bias.copy_(classifier[3].bias[::4])
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self.dropout(F.relu(self.fc6(self.features(x))))
+        y = self.dropout(F.relu(self.fc7(y)))
+        return {"out": upsample_to(self.fc8(y), x)}
+
+
+class DeepLabV2(nn.Module):
+    """DeepLab v2: ResNet at output stride 8 and ASPP-L (rates 6/12/18/24), whose four score maps are summed."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, backbone: str = "resnet101",
+                 pretrained_backbone: bool = False):
+        super().__init__()
+        self.backbone = dilated_resnet(backbone, 8, {"layer4": "out"}, pretrained=pretrained_backbone,
+                                       in_channels=in_channels)
+        self.aspp = ASPP(resnet_channels(backbone)["layer4"], num_classes, rates=(6, 12, 18, 24), fusion="sum")
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": upsample_to(self.aspp(self.backbone(x)["out"]), x)}
+
+
+class DeepLabV3(nn.Module):
+    """DeepLab v3: dilated ResNet with multi-grid, ASPP with image pooling, 1x1 classifier; with decoder=True the
+    v3+ Decoder refines the ASPP output with layer1's (1/4) features before the classifier."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, backbone: str = "resnet101", output_stride: int = 16,
+                 multi_grid: Sequence[int] = (1, 2, 4), aux_head: bool = False, decoder: bool = False,
+                 pretrained_backbone: bool = False):
+        super().__init__()
+        _check_choice("output_stride", output_stride, tuple(DILATE_FOR_OUTPUT_STRIDE))
+        return_layers = {"layer4": "out"}
+        if aux_head:
+            return_layers["layer3"] = "aux"
+        if decoder:
+            return_layers["layer1"] = "low_level"
+        self.backbone = dilated_resnet(backbone, output_stride, return_layers, pretrained=pretrained_backbone,
+                                       in_channels=in_channels, multi_grid=multi_grid)
+        channels = resnet_channels(backbone)
+        # Rates are set for output stride 16 and doubled at 8 so they cover the same image area (v3, Sec. 3.3).
+        rates = [rate * 16 // output_stride for rate in (6, 12, 18)]
+        self.aspp = ASPP(channels["layer4"], 256, rates, fusion="concat")
+        self.decoder = Decoder(channels["layer1"]) if decoder else None
+        self.classifier = nn.Conv2d(256, num_classes, 1)
+        self.aux_head = AuxiliaryHead(channels["layer3"], num_classes) if aux_head else None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(x)
+        y = self.aspp(features["out"])
+        if self.decoder is not None:
+            y = self.decoder(y, features["low_level"])
+        result = {"out": upsample_to(self.classifier(y), x)}
+        if self.training and self.aux_head is not None:
+            result["aux"] = [upsample_to(self.aux_head(features["aux"]), x)]
+        return result
+
+
+@register_model("deeplabv1", task="semantic", paper="arXiv:1412.7062", default_size=(321, 321))
+def deeplabv1(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False) -> DeepLabLargeFOV:
+    """DeepLab-LargeFOV: atrous VGG16 at output stride 8, fc6 at rate 12, bilinear upsampling (no CRF)."""
+    return DeepLabLargeFOV(num_classes, in_channels, pretrained_backbone)
+
+
+@register_model("deeplabv2", task="semantic", paper="arXiv:1606.00915", default_size=(321, 321))
+def deeplabv2(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
+              backbone: str = "resnet101") -> DeepLabV2:
+    """DeepLab v2: atrous ResNet-101 at output stride 8 with ASPP-L (rates 6/12/18/24, summed scores)."""
+    return DeepLabV2(num_classes, in_channels, backbone, pretrained_backbone)
+
+
+@register_model("deeplabv3", task="semantic", paper="arXiv:1706.05587", default_size=(513, 513))
+def deeplabv3(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False, backbone: str = "resnet101",
+              output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4), aux_head: bool = False) -> DeepLabV3:
+    """DeepLab v3: atrous ResNet (output stride 16 or 8, multi-grid) with ASPP and image pooling."""
+    return DeepLabV3(num_classes, in_channels, backbone, output_stride, multi_grid, aux_head, decoder=False,
+                     pretrained_backbone=pretrained_backbone)
+
+
+@register_model("deeplabv3plus", task="semantic", paper="arXiv:1802.02611", default_size=(513, 513))
+def deeplabv3plus(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
+                  backbone: str = "resnet101", output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4),
+                  aux_head: bool = False) -> DeepLabV3:
+    """DeepLab v3+: the v3 encoder plus a decoder that refines boundaries with 1/4-resolution ResNet features."""
+    return DeepLabV3(num_classes, in_channels, backbone, output_stride, multi_grid, aux_head, decoder=True,
+                     pretrained_backbone=pretrained_backbone)
