@@ -1,0 +1,228 @@
+"""Benchmarks against peer implementations: segcore's dense CRF (segcore.refine.dense_crf) against pydensecrf2
+(Kraehenbuehl's C++ permutohedral-lattice code) on the same synthetic scene, parameters and thread count.
+
+`crf_benchmark()` returns a dict of timings and quality figures plus a markdown table row (`CRF_TABLE_HEADER`
+names its columns) for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from segcore.metrics import ConfusionMatrix
+from segcore.refine import PROBABILITY_FLOOR, dense_crf
+
+CRF_DEFAULTS = {"theta_alpha": 80.0, "theta_beta": 13.0, "theta_gamma": 3.0, "w1": 10.0, "w2": 3.0}
+
+CRF_TABLE_HEADER = (
+    "| scene | size | labels | iterations | threads | segcore (ms) | pydensecrf2 (ms) | speed-up | label agreement "
+    "| mIoU before | mIoU segcore | mIoU pydensecrf2 |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _shape_layers(height: int, width: int) -> list[np.ndarray]:
+    """Four filled shapes (disc, rectangle, triangle, rotated ellipse) as uint8 masks, later ones on top."""
+    scale = min(height, width)
+
+    def point(x: float, y: float) -> tuple[int, int]:
+        return int(width * x), int(height * y)
+
+    layers = [np.zeros((height, width), dtype=np.uint8) for _ in range(4)]
+    cv2.circle(layers[0], point(0.62, 0.55), int(scale * 0.22), 1, -1)
+    cv2.rectangle(layers[1], point(0.08, 0.1), point(0.4, 0.38), 1, -1)
+    cv2.fillPoly(layers[2], [np.array([point(0.1, 0.92), point(0.38, 0.5), point(0.5, 0.95)], np.int32)], 1)
+    cv2.ellipse(layers[3], point(0.82, 0.18), (int(scale * 0.12), int(scale * 0.07)), 30, 0, 360, 1, -1)
+    return layers
+
+
+def make_crf_scene(height: int = 512, width: int = 512, labels: int = 2, seed: int = 0, noise: float = 8.0):
+    """A synthetic scene with sharp edges and a blurred, shifted prediction of it.
+
+    Returns image (H, W, 3) uint8, ground truth (H, W) int64 in 0..labels-1, and probabilities (labels, H, W)
+    float32: the one-hot ground truth shifted by a few pixels and Gaussian-blurred, so that its argmax has soft,
+    misplaced edges that an edge-aware CRF can snap back to the image's edges. `noise` is the standard deviation
+    of the Gaussian colour noise (0..255 scale)."""
+    if labels < 2:
+        raise ValueError("a CRF scene needs at least 2 labels")
+    rng = np.random.default_rng(seed)
+    scale = min(height, width)
+    layers = _shape_layers(height, width)
+    truth = np.zeros((height, width), dtype=np.int64)
+    region = np.zeros((height, width), dtype=np.int64)  # every shape its own colour, even when labels repeat
+    for index, layer in enumerate(layers):
+        truth[layer == 1] = 1 + index % (labels - 1)
+        region[layer == 1] = 1 + index
+    palette = rng.integers(0, 256, size=(len(layers) + 1, 3))
+    palette[0] = (40, 60, 50)
+    image = palette[region].astype(np.float64) + rng.normal(0.0, noise, size=(height, width, 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+
+    shift = max(1, scale // 64)
+    shifted = np.roll(truth, (shift, -shift), axis=(0, 1))
+    one_hot = np.stack([(shifted == label).astype(np.float32) for label in range(labels)])
+    sigma = scale / 40.0
+    blurred = np.stack([cv2.GaussianBlur(channel, (0, 0), sigma) for channel in one_hot])
+    probs = 0.2 / labels + 0.8 * blurred
+    probs = (probs / probs.sum(axis=0, keepdims=True)).astype(np.float32)
+    return image, truth, probs
+
+
+def pydensecrf_refine(image: np.ndarray, probs: np.ndarray, iterations: int = 5, **params) -> np.ndarray:
+    """pydensecrf2 with the same energy: unary -log(max(P, floor)), Gaussian (theta_gamma, w2) and bilateral
+    (theta_alpha, theta_beta, w1) Potts kernels, symmetric normalisation (its default)."""
+    try:
+        import pydensecrf.densecrf as densecrf
+    except ImportError as error:  # a test/benchmark dependency only
+        raise ImportError("the CRF benchmark needs pydensecrf2: pip install -r requirements-dev.txt") from error
+
+    settings = {**CRF_DEFAULTS, **params}
+    labels, height, width = probs.shape
+    crf = densecrf.DenseCRF2D(width, height, labels)
+    unary = -np.log(np.clip(probs, PROBABILITY_FLOOR, None)).reshape(labels, -1)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    crf.addPairwiseGaussian(sxy=settings["theta_gamma"], compat=settings["w2"])
+    crf.addPairwiseBilateral(
+        sxy=settings["theta_alpha"],
+        srgb=settings["theta_beta"],
+        rgbim=np.ascontiguousarray(image),
+        compat=settings["w1"],
+    )
+    return np.asarray(crf.inference(iterations), dtype=np.float32).reshape(labels, height, width)
+
+
+def _miou(probs: np.ndarray, truth: np.ndarray) -> float:
+    confusion = ConfusionMatrix(probs.shape[0])
+    confusion.update(probs.argmax(axis=0), truth)
+    return confusion.compute()["miou"]
+
+
+def crf_benchmark(
+    size: int = 512,
+    labels: int = 2,
+    iterations: int = 5,
+    repeats: int = 7,
+    threads: int = 1,
+    seed: int = 0,
+    noise: float = 8.0,
+    scene: tuple | None = None,
+    scene_name: str = "given",
+) -> dict:
+    """Time dense_crf and pydensecrf2 on one synthetic size x size scene (CPU, alternating runs, `threads` torch
+    and OpenCV threads; pydensecrf2 is single-threaded), and compare their labels and mIoU gains. Times are
+    medians over `repeats` runs after one warm-up run of each. `scene` = (image, truth, probs) replaces the
+    synthetic scene (e.g. a photo, its mask and blurred probabilities), named `scene_name` in the table row."""
+    if scene is None:
+        image, truth, probs = make_crf_scene(size, size, labels, seed, noise)
+        scene_name = f"synthetic, colour noise {noise:g}"
+    else:
+        image, truth, probs = scene
+    labels, height, width = probs.shape
+    previous_threads, previous_opencv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)  # the smoothness kernel runs through OpenCV on CPU
+    try:
+        ours_times, peer_times = [], []
+        dense_crf(image, probs, iterations)  # warm-up: first-call allocations and library loading
+        pydensecrf_refine(image, probs, iterations)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            ours = dense_crf(image, probs, iterations)
+            ours_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            peer = pydensecrf_refine(image, probs, iterations)
+            peer_times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous_threads)
+        cv2.setNumThreads(previous_opencv_threads)
+    ours_ms, peer_ms = 1000 * statistics.median(ours_times), 1000 * statistics.median(peer_times)
+    result = {
+        "scene": scene_name,
+        "height": height,
+        "width": width,
+        "labels": labels,
+        "iterations": iterations,
+        "threads": threads,
+        "segcore_ms": ours_ms,
+        "pydensecrf2_ms": peer_ms,
+        "segcore_min_ms": 1000 * min(ours_times),
+        "pydensecrf2_min_ms": 1000 * min(peer_times),
+        "speedup": peer_ms / ours_ms,
+        "agreement": float((ours.argmax(axis=0) == peer.argmax(axis=0)).mean()),
+        "miou_before": _miou(probs, truth),
+        "miou_segcore": _miou(ours, truth),
+        "miou_pydensecrf2": _miou(peer, truth),
+    }
+    result["markdown_row"] = (
+        f"| {scene_name} | {height}x{width} | {labels} | {iterations} | {threads} | {ours_ms:.0f} | {peer_ms:.0f} | "
+        f"{result['speedup']:.2f}x | {100 * result['agreement']:.2f}% | {result['miou_before']:.4f} | "
+        f"{result['miou_segcore']:.4f} | {result['miou_pydensecrf2']:.4f} |"
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models: latency, throughput, FLOPs and peak memory of several architectures in one run, as ratios to a peer.
+
+MODEL_TABLE_HEADER = (
+    "| model | input | batch | device | parameters (M) | GFLOPs | latency (ms) | images/s | peak memory (MB) "
+    "| latency vs peer |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def model_benchmark(name: str, size: tuple[int, int] | None = None, batch: int = 1, repeats: int = 10,
+                    device: str | None = None, num_classes: int | None = None, threads: int | None = None) -> dict:
+    """Median forward latency (eval mode, inference_mode) of a registered model on random input."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segcore.registry import create_model, model_info
+
+    info = model_info(name)
+    height, width = size or info["default_size"]
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if threads:
+        torch.set_num_threads(threads)
+    classes = num_classes or (1 if info["task"] == "saliency" else 2)
+    model = create_model(name, classes).eval().to(device)
+    x = torch.randn(batch, 3, height, width, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(x[:1])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    with torch.inference_mode():
+        model(x)  # warm-up: allocator, oneDNN/cuDNN kernel selection
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    latency = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"model": name, "size": [height, width], "batch": batch, "device": str(device),
+            "parameters": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9,
+            "latency_ms": latency * 1000.0, "images_per_second": batch / latency, "peak_memory_mb": peak,
+            "threads": torch.get_num_threads()}
+
+
+def model_table(results: list[dict], peer: str | None = None) -> str:
+    """Markdown rows for model_benchmark results, latency as a ratio to `peer` (default: the first result)."""
+    reference = next((r for r in results if r["model"] == peer), results[0])
+    rows = [MODEL_TABLE_HEADER]
+    for r in results:
+        memory = f"{r['peak_memory_mb']:.0f}" if r["peak_memory_mb"] is not None else "n/a (CPU)"
+        rows.append(
+            f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {r['device']} | "
+            f"{r['parameters'] / 1e6:.3f} | {r['gflops']:.2f} | {r['latency_ms']:.1f} | {r['images_per_second']:.1f} | "
+            f"{memory} | {r['latency_ms'] / reference['latency_ms']:.2f}x {reference['model']} |"
+        )
+    return "\n".join(rows)

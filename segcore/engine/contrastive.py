@@ -1,0 +1,89 @@
+"""Stage 1 of pixel-wise label-based contrastive learning (Zhao et al., arXiv:2012.06985).
+
+The network's features (the input of its classifier; for SINet the encoder classifier's input) go through a
+projection head of three 1x1 convolutions with 256 channels, ReLU after the first two, and unit normalisation;
+the "contrastive" loss pulls together pixels of the same class across an image I and its distorted view I^.
+Image and view pass through the network as one batch so BatchNorm sees both. Stage 2 (an ordinary Trainer
+stage) drops the head and fine-tunes the whole model with a fresh classifier.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from segcore.engine.trainer import Trainer
+from segcore.errors import SegcoreError
+
+
+def feature_source(model: nn.Module) -> nn.Module:
+    """The module whose input is the feature map to project: the encoder's classifier (SINet) or the classifier."""
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, nn.Module) and isinstance(getattr(encoder, "classifier", None), nn.Module):
+        return encoder.classifier
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, nn.Module):
+        return classifier
+    raise SegcoreError(f"{type(model).__name__} has no single classifier whose input features could be projected; "
+                       "contrastive pre-training supports models with a `classifier` (e.g. sinet, unet, bisenet)")
+
+
+class ProjectionHead(nn.Sequential):
+    """Three 1x1 convolutions (ReLU after the first two); the output is unit-normalised per pixel."""
+
+    def __init__(self, in_channels: int, width: int = 256):
+        super().__init__(
+            nn.Conv2d(in_channels, width, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 1),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(super().forward(features), dim=1)
+
+
+class FeatureProjector(nn.Module):
+    """The segmentation model plus the projection head: forward returns projected features of the classifier input."""
+
+    def __init__(self, model: nn.Module, width: int):
+        super().__init__()
+        self.model = model
+        self._source = feature_source(model)
+        in_channels = self._source.in_channels
+        self.head = ProjectionHead(in_channels, width)
+        self._captured: list[torch.Tensor] = []
+        self._source.register_forward_hook(self._capture)
+
+    def _capture(self, module, inputs, output) -> None:
+        if self.training or torch.is_grad_enabled():
+            self._captured.append(inputs[0])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self._captured.clear()
+        self.model(images)
+        if not self._captured:
+            raise SegcoreError("the classifier was not called during the forward pass; cannot capture its features")
+        features = self._captured[0]
+        self._captured.clear()
+        return self.head(features)
+
+
+class ContrastiveTrainer(Trainer):
+    """Trains model + projection head on (image, distorted view) pairs with the contrastive loss; no validation."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.val_set = None  # the classifier is untrained in this stage: no segmentation metric means anything
+        self.projector = FeatureProjector(self.model, self.config.projection_dim).to(self.device)
+        self.best_metric = "loss"
+
+    def trainable_module(self) -> nn.Module:
+        return self.projector
+
+    def compute_loss(self, network: nn.Module, batch, epoch: int) -> torch.Tensor:
+        images, distorted, labels, distorted_labels = (self._to_device(tensor) for tensor in batch[:4])
+        with self._autocast():
+            projected = network(torch.cat([images, distorted])).float()
+        features, distorted_features = projected.chunk(2)
+        return self.loss_fn(features, distorted_features, labels, distorted_labels)

@@ -1,0 +1,73 @@
+"""Evaluation through the same path users run: Segmenter (resize policy, normalisation) on full-size images.
+
+Validation inside training and `python -m segcore eval` both call `evaluate`, so the number a recipe selects
+`best/` by is the number the CLI reports. Semantic/portrait models: confusion-matrix metrics (+ boundary F for
+two classes); saliency models: CC, NSS, KLD, SIM, AUC-Judd averaged over images. Distributed: each rank takes
+every world_size-th image and the sums are all-reduced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from segcore.engine.distributed import DistributedContext, all_reduce_sum
+from segcore.inference import Segmenter
+from segcore.metrics import ConfusionMatrix, boundary_f1, saliency_metrics
+
+SALIENCY_KEYS = ("CC", "NSS", "KLD", "SIM", "AUC_Judd")  # as saliency_metrics names them; reported lower-case
+
+
+def evaluate(
+    segmenter: Segmenter,
+    dataset,
+    *,
+    boundary_tolerance: int = 3,
+    context: DistributedContext | None = None,
+    limit: int | None = None,
+    progress=None,
+) -> dict:
+    """Metrics of `segmenter` on `dataset` (items: (image, mask) or (image, density, fixations), untransformed)."""
+    context = context or DistributedContext()
+    task = segmenter.config.get("task", "semantic")
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    indices = range(context.rank, count, context.world_size)
+    if task == "saliency":
+        return _evaluate_saliency(segmenter, dataset, indices, context, progress)
+    ignore_index = getattr(dataset, "ignore_index", 255)
+    matrix = ConfusionMatrix(segmenter.num_classes, ignore_index=ignore_index)
+    boundary_sum = torch.zeros(2, dtype=torch.float64)  # (sum of per-image boundary F, images)
+    binary = segmenter.num_classes == 2
+    for position, index in enumerate(indices):
+        image, mask = dataset[index][:2]
+        mask = np.asarray(mask)
+        prediction = segmenter.predict(image)
+        matrix.update(prediction.labels, mask)
+        if binary:
+            score = boundary_f1(prediction.labels, mask, boundary_tolerance, ignore_index=ignore_index)
+            boundary_sum += torch.tensor([score, 1.0], dtype=torch.float64)
+        if progress is not None:
+            progress(position + 1, len(indices))
+    matrix.all_reduce()
+    metrics = matrix.compute()
+    if binary:
+        all_reduce_sum(boundary_sum, context)
+        metrics["boundary_f1"] = float(boundary_sum[0] / boundary_sum[1]) if boundary_sum[1] > 0 else float("nan")
+    metrics["images"] = count
+    return metrics
+
+
+def _evaluate_saliency(segmenter, dataset, indices, context, progress) -> dict:
+    sums = torch.zeros(len(SALIENCY_KEYS) + 1, dtype=torch.float64)
+    for position, index in enumerate(indices):
+        image, density, fixations = dataset[index][:3]
+        prediction = segmenter.predict(image)
+        scores = saliency_metrics(prediction.probabilities[0], np.asarray(density), np.asarray(fixations))
+        sums += torch.tensor([scores[key] for key in SALIENCY_KEYS] + [1.0], dtype=torch.float64)
+        if progress is not None:
+            progress(position + 1, len(indices))
+    all_reduce_sum(sums, context)
+    images = float(sums[-1])
+    metrics = {key.lower(): float(sums[i] / images) if images else float("nan") for i, key in enumerate(SALIENCY_KEYS)}
+    metrics["images"] = int(images)
+    return metrics

@@ -1,0 +1,420 @@
+"""Supervised trainer: one loop for every registered architecture, configured by TrainConfig.
+
+Adam/AdamW/SGD, poly learning rate with linear warm-up, bfloat16 autocast and channels_last on CUDA, gradient
+clipping, SINet's encoder-only phase and frozen-encoder schedules, validation through `evaluate` with `best/`
+kept by the chosen metric, early stopping, and exact resume: each epoch reseeds every RNG from (seed, epoch) and
+RUN_DIR/trainer_state.pt holds optimizer, scheduler and counters (read back with weights_only=True), so
+4 epochs equal 2 epochs plus a resumed 2. RUN_DIR holds last/, best/ (save_pretrained folders), metrics.csv,
+curves.png and recipe.yaml; under torchrun only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from segcore.checkpoint import load_pretrained, save_pretrained
+from segcore.engine.config import TrainConfig, write_recipe
+from segcore.engine.data import build_datasets
+from segcore.engine.distributed import DistributedContext, all_reduce_sum, barrier, setup_distributed
+from segcore.engine.evaluate import evaluate
+from segcore.engine.events import TrainEvent
+from segcore.errors import SegcoreError
+from segcore.inference import Segmenter
+from segcore.losses import build_loss
+from segcore.registry import create_model, model_info
+
+STATE_NAME = "trainer_state.pt"
+MINIMISED_METRICS = {"kld", "loss"}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: str  # "finished" | "stopped_early" | "cancelled"
+    epochs_done: int
+    best_metric: str
+    best_value: float | None
+    history: list[dict]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SegcoreError(f"device {name!r} was asked for, but no CUDA GPU is available; use device=cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def transfer_matching_weights(source: nn.Module, target: nn.Module) -> tuple[int, int]:
+    """Copy every tensor whose name and shape match (a new head for other classes stays freshly initialised)."""
+    source_state = source.state_dict()
+    target_state = target.state_dict()
+    copied = {name: tensor for name, tensor in source_state.items()
+              if name in target_state and target_state[name].shape == tensor.shape}
+    target.load_state_dict(copied, strict=False)
+    return len(copied), len(target_state)
+
+
+def poly_lr_lambda(total_steps: int, power: float, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(step, total_steps) / max(total_steps, 1)
+        return max(0.0, 1.0 - progress) ** power
+
+    return factor
+
+
+def default_best_metric(task: str, num_classes: int) -> str:
+    if task == "saliency":
+        return "cc"
+    return "fg_iou" if num_classes == 2 else "miou"
+
+
+class Trainer:
+    """Runs one training stage. `callbacks` get TrainEvents; `stop_event.set()` cancels after the current step."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | os.PathLike, *, stage: str = "train",
+                 callbacks: list[Callable[[TrainEvent], None]] | None = None,
+                 stop_event: threading.Event | None = None, model: nn.Module | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.stage = stage
+        self.callbacks = list(callbacks or [])
+        self.stop_event = stop_event or threading.Event()
+        self.device = resolve_device(config.device)
+        self.context: DistributedContext = setup_distributed(self.device.type)
+        if self.context.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.context.local_rank)
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        seed_everything(config.seed)
+        self.train_set, self.val_set, self.data_info = build_datasets(config)
+        self.task = model_info(config.model)["task"]
+        self.model = model if model is not None else self._build_model()
+        self.model.segcore_config.update(
+            class_names=self.data_info["class_names"],
+            class_colors=self.data_info["class_colors"],
+            normalization=self.data_info["normalization"],
+            input_size=list(config.input_size),
+            resize=config.resize,
+            ignore_index=self.data_info.get("ignore_index", 255),
+        )
+        self.model.to(self.device)
+        if self.device.type == "cuda" and config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = build_loss(config.loss, **config.loss_kwargs).to(self.device)
+        self.best_metric = config.best_metric or default_best_metric(self.task, self.data_info["num_classes"])
+        self._check_schedules()
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _build_model(self) -> nn.Module:
+        num_classes = self.data_info["num_classes"]
+        model = create_model(self.config.model, num_classes, **self.config.model_kwargs)
+        if self.config.init_from:
+            source = load_pretrained(self.config.init_from)
+            copied, total = transfer_matching_weights(source, model)
+            if copied == 0:
+                raise SegcoreError(f"init_from {self.config.init_from}: no tensor matches the {self.config.model} model")
+            self.initialised = f"{copied}/{total} tensors from {self.config.init_from}"
+        return model
+
+    def _check_schedules(self) -> None:
+        core = self.model
+        if self.config.encoder_only_epochs and not hasattr(core, "encoder_logits"):
+            raise SegcoreError(f"encoder_only_epochs needs a model with its own encoder prediction (e.g. sinet), "
+                               f"not {self.config.model}")
+        if self.config.frozen_encoder_epochs and not hasattr(core, "freeze_encoder"):
+            raise SegcoreError(f"frozen_encoder_epochs needs a model with freeze_encoder() (e.g. unet_resnet50), "
+                               f"not {self.config.model}")
+
+    def trainable_module(self) -> nn.Module:
+        """What the optimizer trains and DDP wraps: the model here; the model plus a projection head in
+        contrastive pre-training."""
+        return self.model
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        parameters = list(self.trainable_module().parameters())
+        config = self.config
+        if config.optimizer == "sgd":
+            return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        return optimizer_class(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+    def _loader(self) -> tuple[DataLoader, DistributedSampler]:
+        # One sampler for one process and for many: the same seeded permutation split across ranks, so a
+        # distributed run sees exactly the batches a single process with the global batch would.
+        sampler = DistributedSampler(self.train_set, num_replicas=self.context.world_size, rank=self.context.rank,
+                                     shuffle=True, seed=self.config.seed, drop_last=False)
+        per_rank = max(1, self.config.batch_size // self.context.world_size)
+        drop_last = len(self.train_set) // self.context.world_size > per_rank
+        loader = DataLoader(self.train_set, batch_size=per_rank, sampler=sampler, num_workers=self.config.workers,
+                            drop_last=drop_last, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False)
+        if len(loader) == 0:
+            raise SegcoreError(f"the training set has {len(self.train_set)} images, fewer than one batch")
+        return loader, sampler
+
+    def _emit(self, event: TrainEvent) -> None:
+        if self.context.is_main:
+            for callback in self.callbacks:
+                callback(event)
+
+    # ----------------------------------------------------------------------------------------------- training
+    def fit(self, resume: bool = False) -> TrainResult:
+        config = self.config
+        loader, sampler = self._loader()
+        steps_per_epoch = len(loader)
+        total_steps = config.iterations or config.epochs * steps_per_epoch
+        epochs = math.ceil(total_steps / steps_per_epoch)
+        optimizer = self._optimizer()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, poly_lr_lambda(total_steps, config.lr_power, config.warmup_iterations))
+        state = {"epoch": 0, "step": 0, "best_value": None, "stale_validations": 0, "history": []}
+        if resume:
+            state = self._restore(optimizer, scheduler)
+        if self.context.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_recipe(config, self.run_dir / "recipe.yaml")
+        barrier(self.context)
+
+        self._emit(TrainEvent("start", self.stage, state["epoch"], epochs, state["step"], total_steps, str(self.device)))
+        status = "finished"
+        started = time.perf_counter()
+        steps_at_start = state["step"]
+        epoch = state["epoch"]
+        while epoch < epochs and state["step"] < total_steps:
+            epoch += 1
+            seed_everything(config.seed * 1_000_003 + epoch)
+            sampler.set_epoch(epoch)
+            network = self._network_for_epoch(epoch)
+            network.train()
+            loss_sum = torch.zeros(2, dtype=torch.float64)
+            for batch in loader:
+                if self.stop_event.is_set() or state["step"] >= total_steps:
+                    break
+                loss = self._train_step(network, batch, epoch, optimizer)
+                scheduler.step()
+                state["step"] += 1
+                loss_sum += torch.tensor([loss, 1.0], dtype=torch.float64)
+                elapsed = time.perf_counter() - started
+                rate = elapsed / max(state["step"] - steps_at_start, 1)
+                self._emit(TrainEvent("step", self.stage, epoch, epochs, state["step"], total_steps, str(self.device),
+                                      loss=loss, lr=scheduler.get_last_lr()[0],
+                                      eta_seconds=rate * (total_steps - state["step"])))
+            if self.stop_event.is_set():
+                status = "cancelled"
+                epoch -= 1  # an interrupted epoch is not done: resume repeats it from its start
+                break
+            all_reduce_sum(loss_sum, self.context)
+            record = {"epoch": epoch, "step": state["step"], "train_loss": float(loss_sum[0] / max(loss_sum[1], 1)),
+                      "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 2)}
+            improved = False
+            if self.val_set is not None and (epoch % config.val_every == 0 or epoch == epochs):
+                metrics = self.validate()
+                record.update({key: value for key, value in metrics.items() if isinstance(value, (int, float))})
+                value = metrics.get(self.best_metric)
+                if value is None:
+                    raise SegcoreError(f"best_metric {self.best_metric!r} is not among the validation metrics "
+                                       f"{sorted(metrics)}")
+                improved = self._improves(value, state["best_value"])
+                if improved:
+                    state["best_value"], state["stale_validations"] = float(value), 0
+                else:
+                    state["stale_validations"] += 1
+                self._emit(TrainEvent("validation", self.stage, epoch, epochs, state["step"], total_steps,
+                                      str(self.device), metrics=metrics))
+            state["history"].append(record)
+            state["epoch"] = epoch
+            self._checkpoint(optimizer, scheduler, state, best=improved or self.val_set is None)
+            self._emit(TrainEvent("epoch", self.stage, epoch, epochs, state["step"], total_steps, str(self.device),
+                                  loss=record["train_loss"], lr=record["lr"], metrics=record))
+            if (config.early_stopping_patience is not None
+                    and state["stale_validations"] >= config.early_stopping_patience):
+                status = "stopped_early"
+                break
+        message = (f"{status}: {state['epoch']} epoch(s), best {self.best_metric} = "
+                   f"{state['best_value'] if state['best_value'] is not None else 'n/a'}; outputs in {self.run_dir}")
+        self._emit(TrainEvent("end", self.stage, state["epoch"], epochs, state["step"], total_steps, str(self.device),
+                              metrics={self.best_metric: state["best_value"]}, message=message))
+        return TrainResult(self.run_dir, status, state["epoch"], self.best_metric, state["best_value"],
+                           state["history"])
+
+    def _network_for_epoch(self, epoch: int) -> nn.Module:
+        """Apply the freeze schedule for this epoch and wrap for DDP (re-wrapped when trainability changes)."""
+        config = self.config
+        if config.frozen_encoder_epochs:
+            frozen = config.frozen_encoder_epochs < 0 or epoch <= config.frozen_encoder_epochs
+            self.model.freeze_encoder() if frozen else self.model.unfreeze_encoder()
+        module = self.trainable_module()
+        if not self.context.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        key = tuple(parameter.requires_grad for parameter in module.parameters())
+        if getattr(self, "_ddp_key", None) != key:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            has_schedule = bool(config.encoder_only_epochs or config.frozen_encoder_epochs)
+            self._ddp = DistributedDataParallel(module, device_ids=device_ids,
+                                                find_unused_parameters=has_schedule)
+            self._ddp_key = key
+        return self._ddp
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device, non_blocking=True)
+        if tensor.dim() == 4 and self.device.type == "cuda" and self.config.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                              enabled=self.config.amp and self.device.type == "cuda")
+
+    def compute_loss(self, network: nn.Module, batch, epoch: int) -> torch.Tensor:
+        images, targets = (self._to_device(tensor) for tensor in batch[:2])
+        with self._autocast():
+            output = network(images)
+        if self.config.encoder_only_epochs and epoch <= self.config.encoder_only_epochs:
+            # SINet phase 1: only the encoder's own prediction (returned as aux[0]) is supervised.
+            output = {"out": output["aux"][0]}
+        output = {key: value.float() if torch.is_tensor(value) else [item.float() for item in value]
+                  for key, value in output.items()}
+        return self.loss_fn(output, targets)
+
+    def _train_step(self, network: nn.Module, batch, epoch: int, optimizer: torch.optim.Optimizer) -> float:
+        config = self.config
+        loss = self.compute_loss(network, batch, epoch)
+        if not torch.isfinite(loss):
+            raise SegcoreError(f"the loss became {loss.item()} at epoch {epoch}; lower lr (now {config.lr}) or check "
+                               "the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable_module().parameters(), config.grad_clip)
+        optimizer.step()
+        return float(loss.detach())
+
+    def validate(self) -> dict:
+        segmenter = Segmenter(self.model, self.model.segcore_config, device=self.device)
+        try:
+            return evaluate(segmenter, self.val_set, boundary_tolerance=self.config.boundary_tolerance,
+                            context=self.context)
+        finally:
+            self.model.train()
+
+    def _improves(self, value: float, best: float | None) -> bool:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        if best is None:
+            return True
+        return value < best if self.best_metric in MINIMISED_METRICS else value > best
+
+    # ----------------------------------------------------------------------------------------------- files
+    def _model_meta(self, state: dict) -> dict:
+        return {
+            "training": {
+                "recipe": self.config.to_dict(),
+                "stage": self.stage,
+                "epochs_done": state["epoch"],
+                "steps_done": state["step"],
+                "device": str(self.device),
+                "world_size": self.context.world_size,
+                "data": self.data_info.get("description", self.config.data),
+            },
+            "metrics": {"best_metric": self.best_metric, "best_value": state["best_value"],
+                        "last": state["history"][-1] if state["history"] else {}},
+        }
+
+    def _checkpoint(self, optimizer, scheduler, state: dict, best: bool) -> None:
+        if not self.context.is_main:
+            barrier(self.context)
+            return
+        meta = self._model_meta(state)
+        save_pretrained(self.model, self.run_dir / "last", dtype=self.config.save_dtype, **meta)
+        if best:
+            save_pretrained(self.model, self.run_dir / "best", dtype=self.config.save_dtype, **meta)
+        trainer_state = {
+            "stage": self.stage,
+            "epoch": state["epoch"],
+            "step": state["step"],
+            "best_value": state["best_value"],
+            "stale_validations": state["stale_validations"],
+            "history": state["history"],
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "network": {name: tensor.detach().cpu() for name, tensor in self.trainable_module().state_dict().items()},
+        }
+        temporary = self.run_dir / f".{STATE_NAME}.tmp"
+        torch.save(trainer_state, temporary)
+        temporary.replace(self.run_dir / STATE_NAME)
+        self._write_metrics(state["history"])
+        barrier(self.context)
+        self._emit(TrainEvent("checkpoint", self.stage, state["epoch"], 0, state["step"], 0, str(self.device),
+                              message=str(self.run_dir / "last")))
+
+    def _restore(self, optimizer, scheduler) -> dict:
+        path = self.run_dir / STATE_NAME
+        if not path.is_file():
+            raise SegcoreError(f"{self.run_dir}: nothing to resume ({STATE_NAME} is missing)")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        # Full-precision weights live in the trainer state: last/ may be stored in float16 for shipping.
+        self.trainable_module().load_state_dict(saved["network"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        return {key: saved[key] for key in ("epoch", "step", "best_value", "stale_validations", "history")}
+
+    def _write_metrics(self, history: list[dict]) -> None:
+        columns = []
+        for record in history:
+            columns.extend(key for key in record if key not in columns)
+        temporary = self.run_dir / ".metrics.csv.tmp"
+        with open(temporary, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(history)
+        temporary.replace(self.run_dir / "metrics.csv")
+        write_curves(history, self.run_dir / "curves.png", self.best_metric)
+
+
+def write_curves(history: list[dict], path: Path, metric: str) -> None:
+    """Training loss and the validation metric per epoch, as a PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(9, 3.2))
+    epochs = [record["epoch"] for record in history]
+    loss_axis.plot(epochs, [record["train_loss"] for record in history], marker="o")
+    loss_axis.set(title="training loss", xlabel="epoch")
+    validated = [(record["epoch"], record[metric]) for record in history if metric in record]
+    if validated:
+        metric_axis.plot(*zip(*validated), marker="o", color="tab:green")
+    metric_axis.set(title=f"validation {metric}", xlabel="epoch")
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(temporary, dpi=80)
+    plt.close(figure)
+    temporary.replace(path)

@@ -1,0 +1,189 @@
+"""The trainer through its public faces: the CLI reaching a high mIoU, exact resume, schedules, cancellation,
+recipes and their errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import segcore
+from segcore.cli import main
+from segcore.engine.config import TrainConfig, load_recipe
+from segcore.engine.stages import run_recipe
+from segcore.engine.trainer import Trainer
+from segcore.errors import SegcoreError
+from tests.engine.shapes import write_shapes_dataset
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), count=64, size=64)
+
+
+def _settings(**extra) -> list[str]:
+    base = {"model": "unet", "model_kwargs.width": 8, "input_size": "[64, 64]", "augmentation": "none",
+            "batch_size": 8, "lr": 0.01, "threads": 2}
+    base.update(extra)
+    return [part for key, value in base.items() for part in ("--set", f"{key}={value}")]
+
+
+def test_cli_trains_a_small_model_to_high_miou(shapes_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(shapes_root), "--out", str(run), *_settings(epochs=12, best_metric="miou")])
+    assert code == 0, capsys.readouterr().err
+    with open(run / "metrics.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 12
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    best = max(float(row["miou"]) for row in rows)
+    assert best >= 0.9, f"validation mIoU only reached {best:.3f}"
+    assert (run / "curves.png").stat().st_size > 1000
+    config = json.loads((run / "best" / "config.json").read_text())
+    assert config["class_names"] == ["background", "disc", "square"]
+    assert config["meta"]["metrics"]["best_value"] == pytest.approx(best)
+    # The CLI's eval on the saved best model reproduces the validation number it was chosen by.
+    capsys.readouterr()
+    assert main(["eval", "--model", str(run / "best"), "--data", str(shapes_root), "--split", "val", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["miou"] == pytest.approx(best, abs=1e-6)
+    assert evaluated["images"] == 16
+
+
+def test_resume_continues_exactly(shapes_root, tmp_path):
+    """4 epochs straight equal 2 epochs, an interruption, and a resumed 2 (poly schedule, warm-up, augmentation)."""
+    settings = [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]", "batch_size=8",
+                "lr=0.005", "threads=2", "warmup_iterations=3", "augmentation=portrait", "epochs=4", "val_every=2"]
+    straight = run_recipe(load_recipe(None, settings), tmp_path / "straight")
+    assert straight.status == "finished" and straight.epochs_done == 4
+    stop = threading.Event()
+
+    def stop_after_second_epoch(event):
+        if event.kind == "epoch" and event.epoch == 2:
+            stop.set()
+
+    first = run_recipe(load_recipe(None, settings), tmp_path / "split", callbacks=[stop_after_second_epoch],
+                       stop_event=stop)
+    assert first.status == "cancelled" and first.epochs_done == 2
+    resumed = run_recipe(load_recipe(tmp_path / "split" / "recipe.yaml"), tmp_path / "split", resume=True)
+    assert resumed.status == "finished" and resumed.epochs_done == 4
+    a = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs after resume"
+    assert [row["train_loss"] for row in straight.history] == [row["train_loss"] for row in resumed.history]
+
+
+def test_resume_equals_uninterrupted_through_the_cli(shapes_root, tmp_path, capsys):
+    # A constant learning rate, so that extending a finished 2-epoch run to 4 keeps the schedule unchanged.
+    args = ["--data", str(shapes_root), *_settings(**{"model_kwargs.width": 4, "input_size": "[48, 48]",
+                                                      "lr_power": 0, "augmentation": "scene"})]
+    assert main(["train", "--out", str(tmp_path / "a"), *args, "--set", "epochs=4"]) == 0
+    assert main(["train", "--out", str(tmp_path / "b"), *args, "--set", "epochs=2"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "b"), "--set", "epochs=4"]) == 0
+    a = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last" / "model.safetensors"))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    with open(tmp_path / "b" / "metrics.csv") as stream:
+        assert [row["epoch"] for row in csv.DictReader(stream)] == ["1", "2", "3", "4"]
+
+
+def test_encoder_only_phase_leaves_the_decoder_untouched(shapes_root, tmp_path):
+    config = load_recipe(None, [f"data={shapes_root}", "model=sinet", "input_size=[64, 64]", "augmentation=none",
+                                "epochs=1", "encoder_only_epochs=1", "threads=2", "val_split=null"])
+    trainer = Trainer(config, tmp_path / "run")
+    before = {name: tensor.clone() for name, tensor in trainer.model.decoder.state_dict().items()}
+    encoder_before = {name: tensor.clone() for name, tensor in trainer.model.encoder.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.decoder.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before if "running" not in name and "num_batches" not in name)
+    assert any(not torch.equal(encoder_before[name], tensor) for name, tensor in trainer.model.encoder.state_dict().items())
+
+
+def test_frozen_encoder_schedule(shapes_root, tmp_path):
+    config = load_recipe(None, [f"data={shapes_root}", "model=unet_resnet50", "model_kwargs.encoder=resnet18",
+                                "input_size=[64, 64]", "augmentation=none", "epochs=1", "frozen_encoder_epochs=-1",
+                                "threads=2", "val_split=null", "train_fraction=0.25"])
+    trainer = Trainer(config, tmp_path / "run")
+    encoder_parameters = {name: p.clone() for name, p in trainer.model.named_parameters() if name.startswith("encoder")}
+    assert encoder_parameters, "unet_resnet50 names its encoder parameters encoder.*"
+    trainer.fit()
+    for name, parameter in trainer.model.named_parameters():
+        if name in encoder_parameters:
+            assert torch.equal(parameter, encoder_parameters[name]), f"{name} changed while frozen"
+
+
+def test_cancel_stops_without_writing_a_partial_epoch(shapes_root, tmp_path):
+    stop = threading.Event()
+    seen = []
+
+    def cancel_after_three_steps(event):
+        seen.append(event.kind)
+        if event.kind == "step" and event.step == 3:
+            stop.set()
+
+    config = load_recipe(None, [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]",
+                                "epochs=3", "threads=2"])
+    result = run_recipe(config, tmp_path / "run", callbacks=[cancel_after_three_steps], stop_event=stop)
+    assert result.status == "cancelled" and result.epochs_done == 0
+    assert seen[0] == "start" and seen.count("step") == 3 and seen[-1] == "end"
+    assert not (tmp_path / "run" / "last").exists()
+
+
+def test_events_carry_eta_device_and_metrics(shapes_root, tmp_path):
+    events = []
+    config = load_recipe(None, [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]",
+                                "epochs=2", "threads=2", "train_fraction=0.5"])
+    run_recipe(config, tmp_path / "run", callbacks=[events.append])
+    steps = [event for event in events if event.kind == "step"]
+    assert steps and all(event.eta_seconds is not None and event.device == "cpu" for event in steps)
+    assert steps[-1].eta_seconds == pytest.approx(0.0)
+    validations = [event for event in events if event.kind == "validation"]
+    assert len(validations) == 2 and "miou" in validations[0].metrics
+    assert sum(event.kind == "epoch" for event in events) == 2
+
+
+def test_fine_tuning_from_a_saved_model_with_other_classes(shapes_root, tmp_path):
+    source = segcore.create_model("unet", num_classes=5, width=4)
+    segcore.save_pretrained(source, tmp_path / "source")
+    config = load_recipe(None, [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]",
+                                "epochs=1", "threads=2", f"init_from={tmp_path / 'source'}", "lr=1e-9"])
+    trainer = Trainer(config, tmp_path / "run")
+    assert trainer.model.classifier.out_channels == 3
+    assert torch.equal(trainer.model.stem[0][0].weight, source.stem[0][0].weight), "matching tensors are copied"
+
+
+def test_recipe_errors_name_the_problem(tmp_path):
+    with pytest.raises(SegcoreError, match="unknown setting.*epohcs.*known settings"):
+        load_recipe(None, ["epohcs=3"])
+    with pytest.raises(SegcoreError, match="optimizer must be adam, adamw or sgd"):
+        load_recipe(None, ["optimizer=lbfgs"])
+    with pytest.raises(SegcoreError, match="write key=value"):
+        load_recipe(None, ["epochs"])
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(SegcoreError, match="must be a mapping"):
+        load_recipe(tmp_path / "bad.yaml")
+    with pytest.raises(SegcoreError, match="no training data"):
+        Trainer(TrainConfig(), tmp_path / "run")
+
+
+def test_train_cli_errors_exit_1(tmp_path, capsys):
+    assert main(["train", "--set", "model=unet", "--data", str(tmp_path / "missing")]) == 1
+    assert "error:" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_recipes_in_the_repository_parse():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+    for recipe in recipes:
+        config = load_recipe(recipe)
+        for _, stage in config.stage_configs():
+            assert stage.model in segcore.list_models()
