@@ -92,7 +92,7 @@ def build_config(
         "architecture": base["architecture"],
         "num_classes": num_classes,
         "model_kwargs": _json_ready(base.get("model_kwargs", {}), "model kwargs"),
-        "task": info["task"],
+        "task": base.get("task", info["task"]),
         "class_names": [str(name) for name in class_names],
         "class_colors": [[int(channel) for channel in color] for color in class_colors],
         "normalization": norm,

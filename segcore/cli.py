@@ -71,30 +71,58 @@ def _cmd_list(args) -> int:
     return 0
 
 
-def _cmd_predict(args) -> int:
-    from segcore.image import mask_to_image, read_image, write_image_atomic
-    from segcore.inference import Segmenter
+def _mask_image(segmenter, prediction) -> Image.Image:
+    from segcore.image import mask_to_image
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise SegcoreError(f"{out}: masks are written as PNG; give an --out path ending in .png")
-    image = read_image(args.image)
-    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
-    prediction = segmenter.predict(image)
     if segmenter.num_classes == 1:
         grey = np.clip(np.rint(prediction.probabilities[0] * 255.0), 0, 255).astype(np.uint8)
-        mask = Image.fromarray(grey, mode="L")
+        return Image.fromarray(grey, mode="L")
+    return mask_to_image(prediction.labels, segmenter.class_colors)
+
+
+def _cmd_predict(args) -> int:
+    from segcore.data.datasets import IMAGE_EXTENSIONS
+    from segcore.image import read_image, write_image_atomic
+    from segcore.inference import Segmenter
+
+    source, out = Path(args.image), Path(args.out)
+    if source.is_dir():
+        if out.suffix:
+            raise SegcoreError(f"{out}: predicting a folder writes one mask per image; give an output folder")
+        images = sorted(path for path in source.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
+            raise SegcoreError(f"{source}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
+        if args.probabilities:
+            raise SegcoreError("--probabilities takes one image; predict a folder without it")
     else:
-        mask = mask_to_image(prediction.labels, segmenter.class_colors)
-    write_image_atomic(mask, out)
-    if args.probabilities:
-        probabilities_path = Path(args.probabilities)
-        if probabilities_path.suffix != ".npy":
-            raise SegcoreError(f"{probabilities_path}: probabilities are written as .npy; use a path ending in .npy")
-        temporary = probabilities_path.with_name(f".{probabilities_path.name}.tmp.npy")
-        np.save(temporary, prediction.probabilities)
-        temporary.replace(probabilities_path)
-    print(f"{out}: {image.shape[1]}x{image.shape[0]} mask, {prediction.latency_ms:.1f} ms on {segmenter.device}")
+        if out.suffix.lower() != ".png":
+            raise SegcoreError(f"{out}: masks are written as PNG; give an --out path ending in .png")
+        images = [source]
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    failures = 0
+    for path in images:
+        target = out / f"{path.stem}.png" if source.is_dir() else out
+        try:
+            image = read_image(path)
+        except SegcoreError as error:
+            if not source.is_dir():
+                raise
+            failures += 1
+            print(f"skipped: {error}", file=sys.stderr)
+            continue
+        prediction = segmenter.predict(image)
+        write_image_atomic(_mask_image(segmenter, prediction), target)
+        print(f"{target}: {image.shape[1]}x{image.shape[0]} mask, {prediction.latency_ms:.1f} ms on {segmenter.device}")
+        if args.probabilities:
+            probabilities_path = Path(args.probabilities)
+            if probabilities_path.suffix != ".npy":
+                raise SegcoreError(f"{probabilities_path}: probabilities are written as .npy; use a path ending in .npy")
+            temporary = probabilities_path.with_name(f".{probabilities_path.name}.tmp.npy")
+            np.save(temporary, prediction.probabilities)
+            temporary.replace(probabilities_path)
+    if failures:
+        print(f"error: {failures} of {len(images)} file(s) could not be read (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -186,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_cmd_list)
 
     predict = commands.add_parser("predict", help="segment an image with a saved model")
-    predict.add_argument("image", help="input image file")
+    predict.add_argument("image", help="input image file, or a folder of images")
     predict.add_argument("--model", required=True, help="saved model folder or Hugging Face Hub repo id")
-    predict.add_argument("--out", required=True, help="output mask PNG (class indices, coloured palette)")
+    predict.add_argument("--out", required=True,
+                         help="output mask PNG (class indices, coloured palette), or a folder for a folder of images")
     predict.add_argument("--probabilities", help="also write class probabilities (C, H, W) to this .npy file")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.set_defaults(handler=_cmd_predict)

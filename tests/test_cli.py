@@ -124,3 +124,19 @@ def test_docs_models_table_lists_every_registered_model():
     table = (ROOT / "docs" / "models.md").read_text()
     missing = [name for name in segcore.list_models() if f"| {name} |" not in table]
     assert not missing, f"regenerate docs/models.md (python -m segcore list --details --markdown): missing {missing}"
+
+
+def test_predict_a_folder_writes_one_mask_per_image_and_reports_bad_files(trained_model_dir, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        Image.fromarray(make_square_scene(64, 80, rng)[0]).save(folder / f"{name}.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    code = main(["predict", str(folder), "--model", str(trained_model_dir), "--out", str(tmp_path / "masks")])
+    captured = capsys.readouterr()
+    assert code == 1 and "broken.jpg" in captured.err and "1 of 3 file(s)" in captured.err
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["a.png", "b.png"]
+    with Image.open(tmp_path / "masks" / "a.png") as mask:
+        assert mask.size == (80, 64)

@@ -110,7 +110,8 @@ class Trainer:
             torch.set_num_threads(int(config.threads))
         seed_everything(config.seed)
         self.train_set, self.val_set, self.data_info = build_datasets(config)
-        self.task = model_info(config.model)["task"]
+        # The data decides the task: any architecture trained on density maps is a saliency model.
+        self.task = "saliency" if config.dataset == "saliency" else model_info(config.model)["task"]
         self.model = model if model is not None else self._build_model()
         self.model.segcore_config.update(
             class_names=self.data_info["class_names"],
@@ -119,6 +120,7 @@ class Trainer:
             input_size=list(config.input_size),
             resize=config.resize,
             ignore_index=self.data_info.get("ignore_index", 255),
+            task=self.task,
         )
         self.model.to(self.device)
         if self.device.type == "cuda" and config.channels_last:

@@ -187,3 +187,47 @@ def test_recipes_in_the_repository_parse():
         config = load_recipe(recipe)
         for _, stage in config.stage_configs():
             assert stage.model in segcore.list_models()
+
+
+def test_early_stopping_after_patience_validations_without_improvement(shapes_root, tmp_path):
+    # lr 0 cannot improve anything after the first validation: two stale validations stop the run.
+    config = load_recipe(None, [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]",
+                                "epochs=10", "threads=2", "lr=1.0e-12", "early_stopping_patience=2",
+                                "train_fraction=0.25"])
+    result = run_recipe(config, tmp_path / "run")
+    assert result.status == "stopped_early" and result.epochs_done == 3
+
+
+def test_saliency_training_and_eval_report_saliency_metrics(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "osie-like"
+    for folder in ("images", "masks", "fixations"):
+        (root / folder).mkdir(parents=True)
+    rows, columns = np.mgrid[:48, :64]
+    for number in range(1001, 1013):
+        image = rng.integers(0, 60, size=(48, 64, 3), dtype=np.uint8)
+        cy, cx = rng.integers(10, 38), rng.integers(10, 54)
+        image[cy - 4 : cy + 4, cx - 4 : cx + 4] = 255  # people look at the bright patch
+        density = np.exp(-((rows - cy) ** 2 + (columns - cx) ** 2) / (2 * 6.0**2))
+        fixations = np.zeros((48, 64), dtype=np.uint8)
+        fixations[cy, cx] = fixations[cy + 1, cx - 1] = 255
+        Image.fromarray(image).save(root / "images" / f"{number}.png")
+        Image.fromarray((density * 255).astype(np.uint8)).save(root / "masks" / f"{number}.png")
+        Image.fromarray(fixations).save(root / "fixations" / f"{number}.png")
+    (root / "split.txt").write_text("".join(f"{n} {'val' if n > 1009 else 'train'}\n" for n in range(1001, 1013)))
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(root), "--out", str(run), "--set", "model=unet_resnet50",
+                 "--set", "model_kwargs.encoder=resnet18", "--set", "dataset=saliency", "--set", "loss=saliency",
+                 "--set", "augmentation=saliency", "--set", "input_size=[48, 64]", "--set", "epochs=2",
+                 "--set", "batch_size=3", "--set", "threads=2"])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((run / "best" / "config.json").read_text())
+    assert config["task"] == "saliency" and config["num_classes"] == 1
+    capsys.readouterr()
+    assert main(["eval", "--model", str(run / "best"), "--data", str(root), "--split", "val", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"cc", "nss", "kld", "sim", "auc_judd"} <= set(metrics) and metrics["images"] == 3
+    assert all(np.isfinite(metrics[key]) for key in ("cc", "nss", "kld", "sim", "auc_judd"))
