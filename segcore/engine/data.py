@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
-from segcore.data import CamVidDataset, FolderDataset, SaliencyDataset, VOCDataset, build_transforms
+from pathlib import Path
+
+from segcore.data import CamVidDataset, FolderDataset, SaliencyDataset, VOCDataset, build_transforms, validate
 from segcore.data.transforms import resolve_normalization
 from segcore.engine.config import TrainConfig
 from segcore.errors import SegcoreError
@@ -58,10 +60,25 @@ def _held_out_split(count: int, fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(order[held_out:]), np.sort(order[:held_out])
 
 
+def check_dataset(config: TrainConfig):
+    """segcore.data.validate on folder-layout data before any training: errors stop the run, naming each file."""
+    if config.dataset not in ("folder", "saliency"):
+        return None
+    folders = {"images": config.dataset_kwargs.get("images", "images"),
+               "masks": config.dataset_kwargs.get("masks" if config.dataset == "folder" else "maps", "masks")}
+    report = validate(config.data, **folders)
+    if not report.ok:
+        raise SegcoreError(f"the data in {config.data} cannot be trained on:\n{report.summary(max_lines=20)}")
+    return report
+
+
 def build_datasets(config: TrainConfig):
     """(training set with augmentation, validation set or None, info dict with classes and normalisation)."""
     if not config.data:
         raise SegcoreError("no training data: set data (a dataset folder) in the recipe or pass --data ROOT")
+    if not Path(config.data).is_dir():
+        raise SegcoreError(f"{config.data}: no such dataset folder")
+    report = check_dataset(config)
     kwargs = dict(config.dataset_kwargs)
     val_fraction = float(kwargs.pop("val_fraction", 0.0))
     normalization = resolve_normalization(config.normalization)
@@ -93,6 +110,7 @@ def build_datasets(config: TrainConfig):
         "ignore_index": ignore_index,
         "description": (f"{config.dataset}:{config.data} split={config.train_split} "
                         f"({len(train_set)} training images, {len(val_set) if val_set is not None else 0} validation)"),
+        "data_warnings": len(report.warnings) if report is not None else 0,
         "train_images": len(train_set),
         "val_images": len(val_set) if val_set is not None else 0,
     }

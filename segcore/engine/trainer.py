@@ -203,6 +203,8 @@ class Trainer:
         self._emit(TrainEvent("start", self.stage, state["epoch"], epochs, state["step"], total_steps, str(self.device)))
         status = "finished"
         started = time.perf_counter()
+        # Wall time accumulates across resumed sessions, so model cards report the whole training time.
+        earlier_seconds = state["history"][-1]["seconds"] if state["history"] else 0.0
         steps_at_start = state["step"]
         epoch = state["epoch"]
         while epoch < epochs and state["step"] < total_steps:
@@ -230,7 +232,8 @@ class Trainer:
                 break
             all_reduce_sum(loss_sum, self.context)
             record = {"epoch": epoch, "step": state["step"], "train_loss": float(loss_sum[0] / max(loss_sum[1], 1)),
-                      "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 2)}
+                      "lr": scheduler.get_last_lr()[0],
+                      "seconds": round(earlier_seconds + time.perf_counter() - started, 2)}
             improved = False
             if self.val_set is not None and (epoch % config.val_every == 0 or epoch == epochs):
                 metrics = self.validate()

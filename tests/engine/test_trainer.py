@@ -231,3 +231,15 @@ def test_saliency_training_and_eval_report_saliency_metrics(tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert {"cc", "nss", "kld", "sim", "auc_judd"} <= set(metrics) and metrics["images"] == 3
     assert all(np.isfinite(metrics[key]) for key in ("cc", "nss", "kld", "sim", "auc_judd"))
+
+
+def test_training_refuses_data_that_validate_rejects(shapes_root, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(shapes_root, broken)
+    (broken / "images" / "0005.png").write_bytes(b"")  # an empty upload
+    code = main(["train", "--data", str(broken), "--out", str(tmp_path / "run"), *_settings(epochs=1)])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot be trained on" in err and "0005.png" in err
+    assert not (tmp_path / "run").exists()
