@@ -1,0 +1,191 @@
+"""Ship a trained model: measure it on a named split, write it under assets/weights/NAME with a model card.
+
+`python -m segcore ship RUN_DIR/best --name NAME --data ROOT --split test --licence "..."` evaluates the model
+through `evaluate` (full-size images), times it on the CPU at its input size, and writes model.safetensors +
+config.json + README.md (the card: data, split, recipe, epochs, wall time, hardware, parameters, metrics, licence).
+Weights are stored in float16 only when that saves real space (over 5 MB) and changes no metric by more than 0.001.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from segcore.checkpoint import load_pretrained, save_pretrained
+from segcore.engine.data import open_dataset
+from segcore.engine.evaluate import evaluate
+from segcore.errors import SegcoreError
+from segcore.inference import Segmenter
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
+HALF_PRECISION_ABOVE_BYTES = 5 * 2**20
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_latency_ms(model: torch.nn.Module, size: tuple[int, int], threads: int = 2, repeats: int = 10) -> float:
+    """Median forward time of one image at `size` on the CPU with `threads` threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model = model.to("cpu").eval()
+    x = torch.randn(1, 3, *size)
+    try:
+        with torch.inference_mode():
+            model(x)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return statistics.median(times) * 1000.0
+
+
+def _training_summary(model_dir: Path, config: dict) -> dict:
+    training = config.get("meta", {}).get("training", {})
+    summary = {"epochs": training.get("epochs_done"), "device": training.get("device"),
+               "recipe": training.get("recipe", {}), "data": training.get("data"), "wall_seconds": None}
+    metrics_csv = model_dir.parent / "metrics.csv"
+    if metrics_csv.is_file():
+        with open(metrics_csv, newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        if rows:
+            summary["wall_seconds"] = float(rows[-1]["seconds"])
+    return summary
+
+
+def _format_metrics(metrics: dict, class_names: list[str]) -> list[str]:
+    lines = []
+    for key, value in metrics.items():
+        if isinstance(value, list):
+            per_class = ", ".join(f"{name} {score * 100:.2f}" for name, score in zip(class_names, value))
+            lines.append(f"| {key} (per class, %) | {per_class} |")
+        elif isinstance(value, float):
+            shown = f"{value * 100:.2f} %" if key in ("pixel_acc", "mean_acc", "miou", "fwiou", "fg_iou",
+                                                      "boundary_f1") else f"{value:.4f}"
+            lines.append(f"| {key} | {shown} |")
+        else:
+            lines.append(f"| {key} | {value} |")
+    return lines
+
+
+def model_card(name: str, config: dict, metrics: dict, split: str, data: str, licence: str, training: dict,
+               latency_ms: float, parameters: int, hardware: str, command: str) -> str:
+    hours = f"{training['wall_seconds'] / 3600:.2f} h" if training.get("wall_seconds") else "unknown"
+    recipe = training.get("recipe", {})
+    lines = [
+        f"# {name}",
+        "",
+        f"`{config['architecture']}` ({config['task']}), {parameters / 1e6:.3f} M parameters, input "
+        f"{config['input_size'][0]}x{config['input_size'][1]} (resize policy `{config['resize']}`), classes: "
+        f"{', '.join(config['class_names'])}.",
+        "",
+        "## Training",
+        "",
+        f"- data: {training.get('data') or recipe.get('data')}",
+        f"- recipe: `recipes/{name}.yaml` (loss {recipe.get('loss')}, optimizer {recipe.get('optimizer')}, "
+        f"lr {recipe.get('lr')}, batch {recipe.get('batch_size')}, augmentation {recipe.get('augmentation')}, "
+        f"normalisation {recipe.get('normalization')})",
+        f"- epochs: {training.get('epochs')}; wall time {hours}; hardware: {hardware}",
+        f"- model selection: {recipe.get('best_metric') or 'default metric'} on the validation data named in the recipe",
+        "",
+        f"## Measured on `{data}`, split `{split}` ({metrics.get('images')} images, full size)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *_format_metrics({k: v for k, v in metrics.items() if k != "images"}, config["class_names"]),
+        f"| CPU latency, one image at the input size, 2 threads | {latency_ms:.1f} ms |",
+        "",
+        f"Measured by: `{command}`",
+        "",
+        "## Licence",
+        "",
+        licence,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, dataset: str | None = None,
+               licence: str, weights_dir: Path = WEIGHTS_DIR, command: str = "") -> dict:
+    model_dir = Path(model_dir)
+    model = load_pretrained(model_dir, device="cpu")
+    config = model.segcore_config
+    kind = dataset or ("saliency" if config["task"] == "saliency" else "folder")
+    evaluation_set = open_dataset(kind, data, split, evaluation=True)
+    metrics = evaluate(Segmenter(model, device="cpu"), evaluation_set)
+    parameters = sum(p.numel() for p in model.parameters())
+    latency = cpu_latency_ms(model, tuple(config["input_size"]))
+    training = _training_summary(model_dir, config)
+    hardware = training.get("device") or "cpu"
+    if hardware == "cpu":
+        hardware = f"CPU ({cpu_name()}, 2 cores)"
+    dtype = "float32"
+    weights_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if weights_bytes > HALF_PRECISION_ABOVE_BYTES:
+        half = load_pretrained(model_dir, device="cpu").half().float()
+        half.segcore_config = config
+        half_metrics = evaluate(Segmenter(half, device="cpu"), evaluation_set)
+        changes = [abs(half_metrics[k] - metrics[k]) for k, v in metrics.items() if isinstance(v, float)]
+        if max(changes, default=0.0) <= 1e-3:
+            dtype = "float16"
+    card = model_card(name, config, metrics, split, data, licence, training, latency, parameters, hardware, command)
+    target = weights_dir / name
+    shipped_meta = {"shipped": {"name": name, "split": split, "data": data, "metrics": metrics,
+                                "cpu_latency_ms": latency, "parameters": parameters, "hardware": hardware,
+                                "wall_seconds": training.get("wall_seconds"), "epochs": training.get("epochs"),
+                                "weights_dtype": dtype, "licence": licence}}
+    save_pretrained(model, target, dtype=dtype, model_card=card, **shipped_meta)
+    too_big = [p.name for p in target.iterdir() if p.stat().st_size > 25 * 2**20]
+    if too_big:
+        raise SegcoreError(f"{target}: {', '.join(too_big)} over 25 MB; ship a smaller model")
+    return {"path": str(target), "metrics": metrics, "cpu_latency_ms": latency, "dtype": dtype}
+
+
+def shipped_models(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
+    """Config of every shipped model folder (with its "shipped" measurements), sorted by name."""
+    rows = []
+    if weights_dir.is_dir():
+        for folder in sorted(weights_dir.iterdir()):
+            config_path = folder / "config.json"
+            if config_path.is_file():
+                config = json.loads(config_path.read_text())
+                rows.append({"folder": folder.name, **config})
+    return rows
+
+
+def shipped_table(weights_dir: Path = WEIGHTS_DIR) -> str:
+    """Markdown table of shipped models for docs/models.md, from their configs' measured numbers."""
+    lines = ["| shipped model | task | architecture | parameters (M) | input | metrics (split) | CPU latency | "
+             "training |", "|---|---|---|---:|---|---|---:|---|"]
+    for row in shipped_models(weights_dir):
+        shipped = row.get("meta", {}).get("shipped", {})
+        metrics = shipped.get("metrics", {})
+        shown = ", ".join(f"{key} {value * 100:.1f}" if key not in ("cc", "nss", "kld", "sim", "auc_judd")
+                          else f"{key} {value:.3f}" for key, value in metrics.items()
+                          if isinstance(value, float) and key not in ("pixel_acc", "mean_acc", "fwiou"))
+        hours = shipped.get("wall_seconds")
+        lines.append(
+            f"| {row['folder']} | {row['task']} | {row['architecture']} | {shipped.get('parameters', 0) / 1e6:.3f} | "
+            f"{row['input_size'][0]}x{row['input_size'][1]} | {shown} ({shipped.get('split')}) | "
+            f"{shipped.get('cpu_latency_ms', float('nan')):.1f} ms | "
+            f"{shipped.get('epochs')} epochs, {hours / 3600 if hours else float('nan'):.2f} h, {shipped.get('hardware')} |"
+        )
+    if len(lines) == 2:
+        lines.append("| (none shipped yet) | | | | | | | |")
+    return "\n".join(lines)

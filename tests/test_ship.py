@@ -1,0 +1,55 @@
+"""Shipping a trained model: measured on a named split, written with a card, listed in the docs table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segcore.cli import main
+from segcore.ship import shipped_models, shipped_table
+from tests.conftest import make_square_scene
+
+
+@pytest.fixture
+def square_dataset(tmp_path):
+    rng = np.random.default_rng(11)
+    for folder in ("images", "masks"):
+        (tmp_path / "squares" / folder).mkdir(parents=True)
+    lines = []
+    for index in range(6):
+        image, mask = make_square_scene(70, 90, rng)
+        Image.fromarray(image).save(tmp_path / "squares" / "images" / f"{index}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "squares" / "masks" / f"{index}.png")
+        lines.append(f"{index} {'test' if index < 4 else 'train'}")
+    (tmp_path / "squares" / "split.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path / "squares"
+
+
+def test_ship_writes_weights_config_and_a_card_with_measured_metrics(trained_model_dir, square_dataset, tmp_path, capsys):
+    weights = tmp_path / "weights"
+    code = main(["ship", str(trained_model_dir), "--name", "tiny-squares", "--data", str(square_dataset),
+                 "--split", "test", "--licence", "Generated data, public domain.", "--weights-dir", str(weights)])
+    assert code == 0, capsys.readouterr().err
+    folder = weights / "tiny-squares"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    shipped = json.loads((folder / "config.json").read_text())["meta"]["shipped"]
+    assert shipped["split"] == "test" and shipped["metrics"]["images"] == 4
+    assert shipped["weights_dtype"] == "float32", "a tiny model gains nothing from float16"
+    capsys.readouterr()
+    assert main(["eval", "--model", str(folder), "--data", str(square_dataset), "--split", "test", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["fg_iou"] == pytest.approx(shipped["metrics"]["fg_iou"])
+    assert evaluated["fg_iou"] > 0.8
+    card = (folder / "README.md").read_text()
+    assert "# tiny-squares" in card and "Generated data, public domain." in card
+    assert f"{shipped['metrics']['fg_iou'] * 100:.2f} %" in card and "CPU latency" in card
+    table = shipped_table(weights)
+    assert "| tiny-squares | semantic | unet |" in table and "(test)" in table
+    assert [row["folder"] for row in shipped_models(weights)] == ["tiny-squares"]
+
+
+def test_shipped_table_says_when_nothing_ships(tmp_path):
+    assert "(none shipped yet)" in shipped_table(tmp_path)
