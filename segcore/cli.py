@@ -171,20 +171,28 @@ def _cmd_eval(args) -> int:
     from segcore.engine.evaluate import evaluate
     from segcore.inference import Segmenter
 
-    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    if args.baseline:
+        from segcore.engine.evaluate import CenterBias
+
+        segmenter = CenterBias(args.sigma)
+    elif args.model:
+        segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    else:
+        raise SegcoreError("give --model MODEL_DIR (or --baseline center-bias for saliency data)")
     kind = args.dataset or ("saliency" if segmenter.config.get("task") == "saliency" else "folder")
     dataset = open_dataset(kind, args.data, args.split, evaluation=True)
     if kind != "saliency" and dataset.num_classes != segmenter.num_classes:
         raise SegcoreError(f"{args.data}: the dataset has {dataset.num_classes} classes, the model "
                            f"{segmenter.num_classes}; evaluate on data labelled with the model's classes")
     metrics = evaluate(segmenter, dataset, boundary_tolerance=args.boundary_tolerance, limit=args.limit)
-    metrics = {"model": str(args.model), "data": str(args.data), "split": args.split, **metrics}
+    name = f"center-bias (sigma {args.sigma} of each side)" if args.baseline else str(args.model)
+    metrics = {"model": name, "data": str(args.data), "split": args.split, **metrics}
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         for key, value in metrics.items():
             if isinstance(value, list):
-                value = ", ".join(f"{name}={score:.4f}" for name, score in zip(segmenter.class_names, value))
+                value = ", ".join(f"{label}={score:.4f}" for label, score in zip(segmenter.class_names, value))
             elif isinstance(value, float):
                 value = f"{value:.4f}"
             print(f"{key:>14}: {value}")
@@ -257,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     evaluation = commands.add_parser("eval", help="evaluate a saved model on a dataset at full image size")
-    evaluation.add_argument("--model", required=True, help="saved model folder or Hub repo id")
+    evaluation.add_argument("--model", help="saved model folder or Hub repo id")
+    evaluation.add_argument("--baseline", choices=["center-bias"], help="saliency: score a centred Gaussian instead")
+    evaluation.add_argument("--sigma", type=float, default=0.25, help="center-bias: sigma as a fraction of each side")
     evaluation.add_argument("--data", required=True, help="dataset root")
     evaluation.add_argument("--split", help="split name (split.txt, CamVid folder, OSIE range)")
     evaluation.add_argument("--dataset", choices=["folder", "camvid", "voc", "saliency"], help="dataset kind")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from segcore.engine.distributed import DistributedContext, all_reduce_sum
-from segcore.inference import Segmenter
+from segcore.inference import Prediction, Segmenter
 from segcore.metrics import ConfusionMatrix, boundary_f1, saliency_metrics
 
 SALIENCY_KEYS = ("CC", "NSS", "KLD", "SIM", "AUC_Judd")  # as saliency_metrics names them; reported lower-case
@@ -71,3 +71,25 @@ def _evaluate_saliency(segmenter, dataset, indices, context, progress) -> dict:
     metrics = {key.lower(): float(sums[i] / images) if images else float("nan") for i, key in enumerate(SALIENCY_KEYS)}
     metrics["images"] = int(images)
     return metrics
+
+
+class CenterBias:
+    """The centre-bias baseline of saliency benchmarks: a centred Gaussian, sigma a fraction of each side.
+
+    It stands in for a Segmenter in `evaluate` (`predict(image)` and a saliency config), so a trained saliency
+    model and the baseline are measured by the same code on the same images.
+    """
+
+    def __init__(self, sigma_fraction: float = 0.25):
+        if sigma_fraction <= 0:
+            raise ValueError(f"sigma_fraction must be positive, got {sigma_fraction}")
+        self.sigma_fraction = sigma_fraction
+        self.config = {"task": "saliency", "num_classes": 1}
+        self.num_classes = 1
+
+    def predict(self, image) -> Prediction:
+        height, width = np.asarray(image).shape[:2]
+        rows = (np.arange(height) - (height - 1) / 2) / (self.sigma_fraction * height)
+        columns = (np.arange(width) - (width - 1) / 2) / (self.sigma_fraction * width)
+        gaussian = np.exp(-0.5 * (rows[:, None] ** 2 + columns[None, :] ** 2)).astype(np.float32)
+        return Prediction(labels=(gaussian > 0.5).astype(np.int64), probabilities=gaussian[None], latency_ms=0.0)

@@ -243,3 +243,29 @@ def test_training_refuses_data_that_validate_rejects(shapes_root, tmp_path, caps
     err = capsys.readouterr().err
     assert code == 1 and "cannot be trained on" in err and "0005.png" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_center_bias_baseline_scores_a_centred_gaze_dataset(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from segcore.engine.evaluate import CenterBias
+
+    root = tmp_path / "centred"
+    for folder in ("images", "masks", "fixations"):
+        (root / folder).mkdir(parents=True)
+    rows, columns = np.mgrid[:40, :60]
+    for number in (1601, 1602):
+        density = np.exp(-(((rows - 19.5) / 10) ** 2 + ((columns - 29.5) / 15) ** 2) / 2)
+        fixations = np.zeros((40, 60), dtype=np.uint8)
+        fixations[20, 30] = 255
+        Image.fromarray(np.zeros((40, 60, 3), dtype=np.uint8)).save(root / "images" / f"{number}.png")
+        Image.fromarray((density * 255).astype(np.uint8)).save(root / "masks" / f"{number}.png")
+        Image.fromarray(fixations).save(root / "fixations" / f"{number}.png")
+    gaussian = CenterBias(0.25).predict(np.zeros((40, 60, 3), dtype=np.uint8)).probabilities[0]
+    assert gaussian.shape == (40, 60) and np.unravel_index(gaussian.argmax(), gaussian.shape) in [(19, 29), (20, 30), (19, 30), (20, 29)]
+    assert main(["eval", "--baseline", "center-bias", "--data", str(root), "--split", "test", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["images"] == 2 and metrics["cc"] > 0.99 and metrics["auc_judd"] > 0.99
+    assert main(["eval", "--data", str(root), "--split", "test"]) == 1
+    assert "--baseline center-bias" in capsys.readouterr().err
