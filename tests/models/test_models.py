@@ -68,3 +68,24 @@ def test_metadata_and_pretrained_flag(name):
     assert info["task"] in ("semantic", "portrait", "saliency")
     assert info["paper"] and len(info["default_size"]) == 2
     assert isinstance(info["realtime"], bool)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_other_input_channel_counts(name):
+    model = segcore.create_model(name, num_classes=2, in_channels=1).eval()
+    with torch.inference_mode():
+        assert model(torch.randn(1, 1, 64, 64))["out"].shape == (1, 2, 64, 64)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_pretrained_backbone_offline_or_absent_is_a_clear_error(name, monkeypatch):
+    import urllib.error
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    with pytest.raises(ValueError) as error:
+        segcore.create_model(name, num_classes=2, pretrained_backbone=True)
+    message = str(error.value)
+    assert "pretrained_backbone=False" in message or "no pretrained" in message or "no ImageNet" in message, message
