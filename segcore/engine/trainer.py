@@ -91,6 +91,17 @@ def default_best_metric(task: str, num_classes: int) -> str:
     return "fg_iou" if num_classes == 2 else "miou"
 
 
+class _EncoderPrediction(nn.Module):
+    """Presents a model's own encoder prediction (SINet's 1/8 output) as its output, for phase-1 validation."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.model.encoder_logits(x)}
+
+
 class Trainer:
     """Runs one training stage. `callbacks` get TrainEvents; `stop_event.set()` cancels after the current step."""
 
@@ -236,17 +247,23 @@ class Trainer:
                       "seconds": round(earlier_seconds + time.perf_counter() - started, 2)}
             improved = False
             if self.val_set is not None and (epoch % config.val_every == 0 or epoch == epochs):
-                metrics = self.validate()
+                encoder_phase = bool(config.encoder_only_epochs) and epoch <= config.encoder_only_epochs
+                metrics = self.validate(encoder_only=encoder_phase)
+                if encoder_phase:
+                    # The decoder is untrained in this phase: its scores are reported (as encoder_*) but choose
+                    # no best/ and count for no early stopping.
+                    metrics = {f"encoder_{key}": value for key, value in metrics.items() if key != "images"}
                 record.update({key: value for key, value in metrics.items() if isinstance(value, (int, float))})
                 value = metrics.get(self.best_metric)
-                if value is None:
+                if value is None and not encoder_phase:
                     raise SegcoreError(f"best_metric {self.best_metric!r} is not among the validation metrics "
                                        f"{sorted(metrics)}")
-                improved = self._improves(value, state["best_value"])
-                if improved:
-                    state["best_value"], state["stale_validations"] = float(value), 0
-                else:
-                    state["stale_validations"] += 1
+                if not encoder_phase:
+                    improved = self._improves(value, state["best_value"])
+                    if improved:
+                        state["best_value"], state["stale_validations"] = float(value), 0
+                    else:
+                        state["stale_validations"] += 1
                 self._emit(TrainEvent("validation", self.stage, epoch, epochs, state["step"], total_steps,
                                       str(self.device), metrics=metrics))
             state["history"].append(record)
@@ -319,8 +336,9 @@ class Trainer:
         optimizer.step()
         return float(loss.detach())
 
-    def validate(self) -> dict:
-        segmenter = Segmenter(self.model, self.model.segcore_config, device=self.device)
+    def validate(self, encoder_only: bool = False) -> dict:
+        network = _EncoderPrediction(self.model) if encoder_only else self.model
+        segmenter = Segmenter(network, self.model.segcore_config, device=self.device)
         try:
             return evaluate(segmenter, self.val_set, boundary_tolerance=self.config.boundary_tolerance,
                             context=self.context)

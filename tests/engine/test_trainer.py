@@ -269,3 +269,14 @@ def test_center_bias_baseline_scores_a_centred_gaze_dataset(tmp_path, capsys):
     assert metrics["images"] == 2 and metrics["cc"] > 0.99 and metrics["auc_judd"] > 0.99
     assert main(["eval", "--data", str(root), "--split", "test"]) == 1
     assert "--baseline center-bias" in capsys.readouterr().err
+
+
+def test_encoder_phase_validates_the_encoder_prediction_without_choosing_best(shapes_root, tmp_path):
+    config = load_recipe(None, [f"data={shapes_root}", "model=sinet", "input_size=[64, 64]", "augmentation=none",
+                                "epochs=2", "encoder_only_epochs=1", "threads=2", "train_fraction=0.5"])
+    result = run_recipe(config, tmp_path / "run")
+    first, second = result.history
+    assert "encoder_miou" in first and "miou" not in first
+    assert "miou" in second and result.best_value == pytest.approx(second["miou"])
+    best = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert best["meta"]["training"]["epochs_done"] == 2
