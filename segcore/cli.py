@@ -145,7 +145,6 @@ def _cmd_export(args) -> int:
 
 def _cmd_train(args) -> int:
     from segcore.engine import TqdmCallback, load_recipe
-    from segcore.engine.config import apply_overrides
     from segcore.engine.stages import run_recipe
 
     if args.resume:

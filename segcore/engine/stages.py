@@ -52,7 +52,5 @@ def run_recipe(config: TrainConfig, run_dir: str | Path, *, callbacks: list[Call
             (stage_dir / DONE_NAME).write_text(result.status + "\n")
         previous = stage_dir
     if result is None:  # every stage was already done
-        from segcore.engine.trainer import TrainResult as Result
-
-        return Result(previous, "finished", 0, "", None, [])
+        return TrainResult(previous, "finished", 0, "", None, [])
     return result

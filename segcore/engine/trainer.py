@@ -148,8 +148,8 @@ class Trainer:
             source = load_pretrained(self.config.init_from)
             copied, total = transfer_matching_weights(source, model)
             if copied == 0:
-                raise SegcoreError(f"init_from {self.config.init_from}: no tensor matches the {self.config.model} model")
-            self.initialised = f"{copied}/{total} tensors from {self.config.init_from}"
+                raise SegcoreError(f"init_from {self.config.init_from}: no tensor matches the {self.config.model} model "
+                                   f"(it has {total})")
         return model
 
     def _check_schedules(self) -> None:
