@@ -1,31 +1,27 @@
-"""Entry point: `python app.py [--host 127.0.0.1] [--port 7860] [--share]`.
+"""Entry point: `python app.py [--host 127.0.0.1] [--port 7860] [--share]` serves the segcore Gradio app.
 
-The Gradio app lands with issue 7; until then this prints the catalog (registered architectures and shipped
-trained models) and exits 0, so the README's first command runs on a fresh machine.
+It works offline with the bundled weights (assets/weights) and example images (assets/examples); fine-tuning jobs
+and their models live under runs/ and survive a restart.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-
-from app import services
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="segcore app")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser = argparse.ArgumentParser(description="segcore app (Gradio)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true")
-    parser.parse_args(argv)
-    print("segcore app: the Gradio UI is not built yet (issue 7). Catalog:")
-    print("Architectures:")
-    for info in services.architectures():
-        print(f"  {info['name']:<16} {info['task']:<9} {info['paper']}")
-    trained = services.trained_models()
-    print("Trained models:" + ("" if trained else " none shipped yet (issue 6)"))
-    for entry in trained:
-        print(f"  {entry.name:<24} {entry.architecture:<14} {entry.task}")
+    parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    from app import gradio_ui
+
+    gradio_ui.launch(args.host, args.port, args.share, block=True)
     return 0
 
 

@@ -53,7 +53,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{path}: the file is empty (0 bytes); upload the image again")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above ~89 megapixels and refuses above ~179; our own limit (checked below) decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 if image.width * image.height > MAX_IMAGE_PIXELS:
                     raise ImageError(
@@ -65,7 +66,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 return _pil_to_rgb(image)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: the image has more than {MAX_IMAGE_PIXELS:,} pixels; downscale it first") from None
+    except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read (use PNG, JPEG, BMP, TIFF or WebP)") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"{path}: the image is damaged or truncated ({error}); re-export or re-upload it") from None
@@ -118,6 +121,8 @@ def write_image_atomic(image: Image.Image, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(handle, "wb") as stream:
             image.save(stream, format=file_format)
+        # mkstemp makes the file private (0600); images we write are meant to be read by others too.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -397,7 +397,10 @@ class DenseCRF:
 def _as_tensor(array, device) -> torch.Tensor:
     if isinstance(array, torch.Tensor):
         return array.to(device) if device is not None else array
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device or "cpu")
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # torch.from_numpy warns on read-only memory (arrays viewing PIL images)
+        array = array.copy()
+    return torch.from_numpy(array).to(device or "cpu")
 
 
 def dense_crf(

@@ -1,0 +1,204 @@
+"""The Gradio app served on a free loopback port, driven through gradio_client by its stable API names.
+
+Every API name is called with real images; awkward uploads (a non-image, an empty file, a truncated JPEG, 16-bit,
+CMYK, RGBA, EXIF-rotated, 100 megapixels, a zip without masks, a zip with ../ paths) get a clear message or a
+correct result, and the app keeps serving afterwards.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from app import gradio_ui, services
+from tests.app.bad_inputs import (
+    ACCEPTED,
+    REJECTED,
+    scene,
+    write_bad_inputs,
+    write_huge_image,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(app_weights_dir, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "WEIGHTS_DIR", app_weights_dir)
+        patch.setattr(services, "RUNS_DIR", runs)
+        services.reset_job_manager()
+        services._segmenters.clear()
+        port = free_port()
+        demo = gradio_ui.launch("127.0.0.1", port, block=False)
+        try:
+            yield Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False,
+                         download_files=str(tmp_path_factory.mktemp("downloads")))
+        finally:
+            demo.close()
+            services.reset_job_manager()
+
+
+def remove_background(client, path, mode="cutout", **overrides):
+    arguments = dict(image=handle_file(str(path)), model="squares-a", mode=mode, blur_strength=50,
+                     background_color="#00ff00", background_image=None, refine_edges=True, crf=False)
+    arguments.update(overrides)
+    return client.predict(*arguments.values(), api_name="/remove_background")
+
+
+def test_api_names_are_stable(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/remove_background", "/segment", "/compare", "/finetune_start", "/finetune_status",
+            "/finetune_cancel", "/list_models"} <= names
+
+
+def test_list_models(client):
+    listed = {row["name"]: row for row in client.predict(api_name="/list_models")}
+    assert set(listed) == {"squares-a", "squares-b", "saliency-tiny"}
+    assert listed["saliency-tiny"]["task"] == "saliency" and listed["squares-a"]["removes_background"]
+
+
+def test_remove_background_returns_rgba_cutout(client, tmp_path):
+    image, mask = scene(160, 200, seed=11)
+    path = tmp_path / "scene.png"
+    Image.fromarray(image).save(path)
+    result, download, info = remove_background(client, path)
+    with Image.open(result) as picture:
+        assert picture.mode == "RGBA" and picture.size == (200, 160)
+        alpha = np.asarray(picture)[..., 3]
+    covered = alpha > 127
+    assert np.logical_and(covered, mask == 1).sum() / np.logical_or(covered, mask == 1).sum() > 0.8
+    with Image.open(download) as saved:
+        assert saved.mode == "RGBA" and np.array_equal(np.asarray(saved)[..., 3], alpha)
+    assert "squares-a: model" in info and "ms" in info
+    blurred, _, _ = remove_background(client, path, mode="blur", blur_strength=90, crf=True)
+    with Image.open(blurred) as picture:
+        assert picture.mode == "RGB" and picture.size == (200, 160)
+
+
+def test_segment_explore_outputs(client, tmp_path):
+    image, mask = scene(160, 200, seed=12)
+    path = tmp_path / "scene.png"
+    Image.fromarray(image).save(path)
+    annotated, overlay, confidence, class_map, slider, legend, info = client.predict(
+        handle_file(str(path)), "squares-a", True, "", api_name="/segment")
+    labels = {annotation["label"] for annotation in annotated["annotations"]}
+    assert labels == {"background", "square"}
+    with Image.open(overlay) as picture:
+        assert picture.size == (200, 160)
+    with Image.open(confidence) as picture:
+        assert picture.size[1] == 160 and picture.size[0] > 200  # colour bar appended
+    assert len(slider) == 2
+    assert [row[0] for row in legend["data"]][:2] in (["background", "square"], ["square", "background"])
+    assert "CRF" in info
+    saliency = client.predict(handle_file(str(path)), "saliency-tiny", False, "", api_name="/segment")
+    assert "saliency" in saliency[-1]
+
+
+def test_compare_with_ground_truth(client, tmp_path):
+    image, mask = scene(160, 200, seed=13)
+    path, truth = tmp_path / "scene.png", tmp_path / "truth.png"
+    Image.fromarray(image).save(path)
+    Image.fromarray(mask.astype(np.uint8)).save(truth)
+    gallery, table, disagreement, info = client.predict(
+        handle_file(str(path)), ["squares-a", "squares-b"], handle_file(str(truth)), api_name="/compare")
+    assert len(gallery) == 2 and "squares-a" in gallery[0]["caption"]
+    rows = {row[0]: row for row in table["data"]}
+    assert rows["squares-a"][2] > 0.8 and 0.0 <= rows["squares-b"][2] <= 1.0
+    assert rows["squares-a"][1] > 0  # latency
+    with pytest.raises(AppError, match="choose 2 to 4 models"):
+        client.predict(handle_file(str(path)), ["squares-a"], None, api_name="/compare")
+
+
+def test_finetune_start_status_cancel(client, tmp_path):
+    sample = list(services.SAMPLE_DATASETS)[0]
+    job_id, text = client.predict(None, sample, "scratch: unet", 1, 0.003, 8, 64, False, "api-job",
+                                  api_name="/finetune_start")
+    assert job_id and "api-job" in text
+    deadline = time.time() + 120
+    while True:
+        status_text, losses, metrics, download, status = client.predict(job_id, api_name="/finetune_status")
+        if status["state"] in ("finished", "failed", "cancelled") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert status["state"] == "finished", status
+    assert download and zipfile.is_zipfile(download)
+    assert "fine-tuned/api-job" in {row["name"] for row in client.predict(api_name="/list_models")}
+    assert len(losses["data"]) >= 1
+
+    second, _ = client.predict(None, sample, "scratch: unet", 50, 0.003, 8, 64, False, "to-cancel",
+                               api_name="/finetune_start")
+    text = client.predict(second, api_name="/finetune_cancel")
+    assert "cancelled" in text or "cancel" in text
+    status = services.job_manager().wait(second, timeout=60)
+    assert status["state"] == "cancelled"
+
+
+@pytest.mark.parametrize("name", list(REJECTED))
+def test_rejected_images_give_a_clear_message_in_every_tab(client, tmp_path, name):
+    path = write_bad_inputs(tmp_path)[name]
+    message = REJECTED[name]
+    with pytest.raises(AppError, match=message):
+        remove_background(client, path)
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(str(path)), "squares-a", False, "", api_name="/segment")
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(str(path)), ["squares-a", "squares-b"], None, api_name="/compare")
+    assert client.predict(api_name="/list_models")  # still serving
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_awkward_but_valid_images_are_processed(client, tmp_path, name):
+    path = write_bad_inputs(tmp_path)[name]
+    result, _, info = remove_background(client, path)
+    with Image.open(result) as picture:
+        assert picture.mode == "RGBA" and picture.size == (160, 120)  # EXIF rotation applied
+        alpha = np.asarray(picture)[..., 3]
+    if name in ("cmyk.jpg", "rgba.png", "exif-rotated.jpg"):  # colour kept: the red square is found
+        _, mask = scene()
+        covered = alpha > 127
+        assert np.logical_and(covered, mask == 1).sum() / np.logical_or(covered, mask == 1).sum() > 0.6
+
+
+def test_a_100_megapixel_image_is_downscaled(client, tmp_path):
+    path = write_huge_image(tmp_path / "huge.png")
+    result, _, info = remove_background(client, path, refine_edges=False)
+    with Image.open(result) as picture:
+        assert picture.size == (2048, 1434)
+    assert "12000x8400 and was downscaled to 2048x1434" in info
+
+
+def test_bad_dataset_zips_are_refused_with_the_reason(client, tmp_path):
+    no_masks = tmp_path / "no-masks.zip"
+    image, _ = scene()
+    Image.fromarray(image).save(tmp_path / "a.png")
+    with zipfile.ZipFile(no_masks, "w") as archive:
+        archive.write(tmp_path / "a.png", "images/a.png")
+        archive.write(tmp_path / "a.png", "images/b.png")
+    with pytest.raises(AppError, match="mask"):
+        client.predict(handle_file(str(no_masks)), "", "scratch: unet", 1, 0.003, 8, 64, False, "",
+                       api_name="/finetune_start")
+    escaping = tmp_path / "escaping.zip"
+    with zipfile.ZipFile(escaping, "w") as archive:
+        archive.writestr("../../outside.png", (tmp_path / "a.png").read_bytes())
+    with pytest.raises(AppError, match=r"\.\."):
+        client.predict(handle_file(str(escaping)), "", "scratch: unet", 1, 0.003, 8, 64, False, "",
+                       api_name="/finetune_start")
+    text = tmp_path / "not-a-zip.zip"
+    text.write_text("hello")
+    with pytest.raises(AppError, match="not a readable zip"):
+        client.predict(handle_file(str(text)), "", "scratch: unet", 1, 0.003, 8, 64, False, "",
+                       api_name="/finetune_start")
+    assert client.predict(api_name="/list_models")

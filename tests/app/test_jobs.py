@@ -1,0 +1,208 @@
+"""app/jobs.py: jobs run one at a time in child processes, report curves, cancel, fail clearly and survive a crash.
+
+Training jobs are width-8 U-Nets on generated shapes (tests/engine/shapes.py), on CPU with one thread; the
+bookkeeping tests use a manager whose worker never starts, so they spawn nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import segcore
+from app.jobs import CANCEL_FILE, JobManager
+from segcore.errors import SegcoreError
+from tests.engine.shapes import write_shapes_dataset
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), count=32, size=64)
+
+
+def job_config(data: Path, epochs: int, **extra) -> dict:
+    return {"data": str(data), "model": "unet", "model_kwargs": {"width": 8}, "input_size": [64, 64],
+            "augmentation": "none", "epochs": epochs, "batch_size": 8, "lr": 0.01, "device": "cpu", **extra}
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def process_exists(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_jobs_run_one_at_a_time_and_finish_with_curves_and_a_loadable_model(shapes_root, tmp_path):
+    with JobManager(tmp_path / "jobs", cpu_threads=1) as manager:
+        first = manager.submit(job_config(shapes_root, epochs=2, threads=8), name="shapes")
+        second = manager.submit(job_config(shapes_root, epochs=1), name="shapes")
+        wait_until(lambda: manager.status(first)["state"] == "running", 10, "the first job to start")
+        queued = manager.status(second)
+        assert (queued["state"], queued["queue_position"], queued["name"]) == ("queued", 1, "shapes-2")
+        finished = manager.wait(first, timeout=60)
+        later = manager.wait(second, timeout=60)
+
+        assert finished["state"] == later["state"] == "finished", (finished["error"], later["error"])
+        assert finished["ended"] <= later["started"], "the second job started before the first ended"
+        assert [record["epoch"] for record in finished["history"]] == [1, 2]
+        assert all(record["train_loss"] > 0 and 0 <= record["miou"] <= 1 for record in finished["history"])
+        assert finished["metric"] == "miou" and set(finished["metrics"]) >= {"miou", "pixel_acc"}
+        assert (finished["device"], finished["epoch"], finished["epochs"], finished["eta_seconds"]) == ("cpu", 2, 2, 0)
+        assert finished["step"] == finished["steps"] == 6  # 24 training images, batch 8, 2 epochs
+        assert finished["queue_position"] is None and finished["error"] is None
+        # On CPU the child is capped at the manager's threads (asked for 8) and loads data in-process.
+        trained_with = yaml.safe_load((Path(finished["run_dir"]) / "recipe.yaml").read_text())
+        assert (trained_with["threads"], trained_with["workers"]) == (1, 0)
+
+        model_dir = Path(finished["model_dir"])
+        assert model_dir == Path(finished["run_dir"]) / "best"
+        prediction = segcore.Segmenter(segcore.load_pretrained(model_dir)).predict(np.zeros((40, 50, 3), np.uint8))
+        assert prediction.labels.shape == (40, 50)
+        assert manager.finished_models() == [("shapes-2", Path(later["model_dir"])), ("shapes", model_dir)]
+        assert [status["id"] for status in manager.jobs()] == [second, first]
+        assert "epoch 2/2" in Path(finished["log_path"]).read_text()
+
+
+def test_cancel_a_queued_job_at_once_and_a_running_job_within_seconds(shapes_root, tmp_path):
+    with JobManager(tmp_path / "jobs", cpu_threads=1) as manager:
+        running = manager.submit(job_config(shapes_root, epochs=500))
+        waiting = manager.submit(job_config(shapes_root, epochs=1))
+        reply = manager.cancel(waiting)
+        assert (reply["state"], reply["message"]) == ("cancelled", "cancelled before it started")
+
+        live = wait_until(lambda: (status := manager.status(running))["step"] and status, 60, "a training step")
+        assert live["state"] == "running" and live["device"] == "cpu"
+        assert live["loss"] > 0 and live["lr"] > 0 and live["eta_seconds"] > 0 and live["steps"] == 500 * 3
+        pid = live["pid"]
+        assert process_exists(pid)
+        asked = time.monotonic()
+        reply = manager.cancel(running)
+        assert reply["state"] == "running" and "stops after its current training step" in reply["message"]
+        cancelled = manager.wait(running, timeout=15)
+        assert cancelled["state"] == "cancelled"
+        assert time.monotonic() - asked < 5
+        assert not process_exists(pid)
+        assert cancelled["model_dir"] is None and manager.finished_models() == []
+        reply = manager.cancel(running)  # a no-op that says so
+        assert reply["state"] == "cancelled" and "has already cancelled; there is nothing to cancel" in reply["message"]
+        # The cancelled queued job never ran.
+        never_ran = manager.status(waiting)
+        assert never_ran["started"] is None and not Path(never_ran["run_dir"]).exists()
+
+
+def test_a_job_that_fails_in_training_reports_the_error(tmp_path):
+    empty = tmp_path / "empty-dataset"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    with JobManager(tmp_path / "jobs", cpu_threads=1) as manager:
+        failed = manager.wait(manager.submit(job_config(empty, epochs=1)), timeout=60)
+    assert failed["state"] == "failed"
+    assert failed["error"].startswith(f"the data in {empty} cannot be trained on")
+    assert failed["error"] in Path(failed["log_path"]).read_text()
+    assert failed["ended"] >= failed["started"] and failed["model_dir"] is None
+
+
+def test_invalid_settings_raise_before_anything_is_queued(shapes_root, tmp_path):
+    manager = JobManager(tmp_path / "jobs", autostart=False)
+    try:
+        with pytest.raises(SegcoreError, match="unknown model 'no-such-net'; pick one of: .*unet"):
+            manager.submit(job_config(shapes_root, epochs=1, model="no-such-net"))
+        with pytest.raises(SegcoreError, match="no such dataset folder"):
+            manager.submit(job_config(tmp_path / "missing", epochs=1))
+        with pytest.raises(SegcoreError, match="unknown setting.*epochz"):
+            manager.submit({**job_config(shapes_root, epochs=1), "epochz": 3})
+        with pytest.raises(SegcoreError, match="no job 'nope'"):
+            manager.status("nope")
+        assert manager.jobs() == [] and [path.name for path in (tmp_path / "jobs").iterdir()] == [".lock"]
+    finally:
+        manager.shutdown()
+
+
+def test_queue_order_and_states_persist_across_managers(shapes_root, tmp_path):
+    root = tmp_path / "jobs"
+    manager = JobManager(root, autostart=False)
+    ids = [manager.submit(job_config(shapes_root, epochs=1), name=f"job {index}") for index in range(3)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert [manager.status(job_id)["queue_position"] for job_id in ids] == [1, 2, 3]
+    manager.cancel(ids[1])
+    assert [manager.status(job_id)["queue_position"] for job_id in ids] == [1, None, 2]
+    with pytest.raises(SegcoreError, match="another segcore app is already running these jobs"):
+        JobManager(root, autostart=False)
+    manager.shutdown()
+
+    # A job the previous app left running (its process gone) is re-queued; one it was cancelling is cancelled.
+    record = json.loads((root / ids[0] / "job.json").read_text())
+    (root / ids[0] / "job.json").write_text(json.dumps({**record, "state": "running", "pid": 2**22 + 1}))
+    record = json.loads((root / ids[2] / "job.json").read_text())
+    (root / ids[2] / "job.json").write_text(json.dumps({**record, "state": "running"}))
+    (root / ids[2] / CANCEL_FILE).write_text("")
+    reopened = JobManager(root, autostart=False)
+    try:
+        states = [(status["name"], status["state"], status["queue_position"]) for status in reopened.jobs()]
+        assert states == [("job 2", "cancelled", None), ("job 1", "cancelled", None), ("job 0", "queued", 1)]
+        assert "resumes" in reopened.status(ids[0])["message"]
+    finally:
+        reopened.shutdown()
+
+
+def _run_app_until_killed(root: Path, config: dict, replies) -> None:
+    """The app in a forked process: it queues one job, then idles until the test kills it."""
+    replies.send(JobManager(root, cpu_threads=1).submit(config))
+    time.sleep(300)
+
+
+def test_a_job_survives_an_app_crash_and_resumes_without_losing_epochs(shapes_root, tmp_path):
+    root = tmp_path / "jobs"
+    # Forked rather than spawned: the app process starts with torch already imported, saving seconds.
+    context = multiprocessing.get_context("fork")
+    replies, reply_end = context.Pipe(duplex=False)
+    app = context.Process(target=_run_app_until_killed, args=(root, job_config(shapes_root, epochs=5), reply_end))
+    app.start()
+    try:
+        assert replies.poll(30), "the app process never queued its job"
+        job_id = replies.recv()
+        progress_path = root / job_id / "progress.json"
+
+        def epochs_reported():
+            try:
+                return json.loads(progress_path.read_text())["history"]
+            except (OSError, ValueError, KeyError):
+                return None
+
+        before_crash = wait_until(epochs_reported, 90, "the first epoch")
+        app.kill()  # the app dies without a word, as a crashed one would
+        app.join()
+    finally:
+        if app.is_alive():
+            app.kill()
+            app.join()
+    left_behind = json.loads((root / job_id / "job.json").read_text())
+    assert left_behind["state"] == "running"
+    orphan = left_behind["pid"]
+
+    with JobManager(root, cpu_threads=1) as manager:
+        resumed = manager.wait(job_id, timeout=90)
+    assert resumed["state"] == "finished", resumed["error"]
+    assert not process_exists(orphan), "the crashed app's training process outlived it"
+    assert resumed["attempts"] == 2
+    assert 1 <= resumed["resumed_from"]["epoch"] < 5, "the job restarted from scratch instead of resuming"
+    assert [record["epoch"] for record in resumed["history"]] == [1, 2, 3, 4, 5]
+    assert resumed["history"][0]["train_loss"] == pytest.approx(before_crash[0]["train_loss"])
+    log = Path(resumed["log_path"]).read_text()
+    # The orphaned training process stopped itself when the app died (after a step, cleanly), before the resume.
+    assert log.index("cancelled after") < log.index("=== attempt 2") < log.index("(resuming)")
+    assert resumed["model_dir"] and os.path.isdir(resumed["model_dir"])
