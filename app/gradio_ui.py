@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import traceback
 
 import gradio as gr
@@ -47,6 +48,14 @@ def uploaded_image(**kwargs) -> gr.Image:
     return component
 
 
+# Uploads live in Gradio's cache as .../gradio/<hash>/<original name>; people know the file by its name only.
+UPLOAD_CACHE_PATH = re.compile(r"\S*/gradio/[0-9a-f]{16,}/")
+
+
+def shown_message(error: Exception) -> str:
+    return UPLOAD_CACHE_PATH.sub("", str(error))
+
+
 def user_errors(function):
     """Show SegcoreError messages in the page; log anything else and show a short message instead of a trace."""
 
@@ -57,7 +66,7 @@ def user_errors(function):
         except gr.Error:
             raise
         except SegcoreError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise gr.Error(shown_message(error), print_exception=False) from None
         except Exception as error:  # noqa: BLE001 - the page must get a message, the log gets the trace
             log.error("unexpected error in %s:\n%s", function.__name__, traceback.format_exc())
             raise gr.Error(f"unexpected error ({type(error).__name__}: {error}); the server log has the details",
@@ -90,7 +99,7 @@ def remove_background_live(frame, model, mode, blur_strength, background_color, 
                                             background_color=background_color, refine_edges=refine_edges,
                                             smoother=smoother)
     except SegcoreError as error:
-        return None, str(error), smoother
+        return None, shown_message(error), smoother
     return result.image, f"{result.total_ms:.0f} ms per frame (model {result.latency_ms:.0f} ms)", smoother
 
 
@@ -239,7 +248,8 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         ex_input = uploaded_image(label="Image", sources=["upload", "webcam"], elem_id="ex-input")
-                        ex_model = gr.Dropdown(all_models, value=(all_models or [None])[0], label="Model",
+                        ex_model = gr.Dropdown(all_models, value=services.default_background_model() or
+                                               (all_models or [None])[0], label="Model",
                                                elem_id="ex-model")
                         ex_class = gr.Dropdown([], value=None, label="Probability heatmap of class (blank: the "
                                                "largest foreground class)", allow_custom_value=True)
@@ -265,7 +275,7 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         cmp_input = uploaded_image(label="Image", sources=["upload", "webcam"], elem_id="cmp-input")
-                        cmp_models = gr.Dropdown(all_models, value=all_models[:2], multiselect=True, max_choices=4,
+                        cmp_models = gr.Dropdown(all_models, value=_comparable_pair(), multiselect=True, max_choices=4,
                                                  label="Models (2-4)")
                         cmp_truth = gr.File(label="Ground-truth mask (optional: PNG of class indices)",
                                             file_types=["image"], type="filepath")
@@ -288,10 +298,12 @@ def build_app() -> gr.Blocks:
                         ft_base = gr.Dropdown(services.finetune_base_choices(), value="scratch: unet",
                                               label="Start from", elem_id="ft-base")
                         with gr.Row():
-                            ft_epochs = gr.Number(5, label="Epochs", precision=0, minimum=1, maximum=1000)
+                            ft_epochs = gr.Number(5, label="Epochs", precision=0, minimum=1, maximum=1000,
+                                                  elem_id="ft-epochs")
                             ft_lr = gr.Number(1e-3, label="Learning rate", minimum=1e-6, maximum=1.0)
                             ft_batch = gr.Number(8, label="Batch", precision=0, minimum=1, maximum=256)
-                            ft_size = gr.Number(128, label="Input size (px)", precision=0, minimum=32, maximum=1024)
+                            ft_size = gr.Number(128, label="Input size (px)", precision=0, minimum=32, maximum=1024,
+                                                elem_id="ft-size")
                         ft_freeze = gr.Checkbox(False, label="Freeze encoder (unet_resnet50)")
                         ft_name = gr.Textbox(label="Name (optional)")
                         with gr.Row():
@@ -317,6 +329,15 @@ def build_app() -> gr.Blocks:
         gr.api(list_models, api_name="list_models")
         demo.load(lambda: _model_updates(), None, [bg_model, ex_model, cmp_models, ft_base], api_visibility="private")
     return demo
+
+
+def _comparable_pair() -> list[str]:
+    """Two models predicting the same classes (the Compare tab's starting choice), shipped ones first."""
+    by_classes: dict[tuple, list[str]] = {}
+    for entry in services.list_models():
+        by_classes.setdefault(entry.class_names, []).append(entry.name)
+    pairs = [names[:2] for names in by_classes.values() if len(names) >= 2]
+    return pairs[0] if pairs else services.model_names()[:2]
 
 
 def _class_color_map() -> dict[str, str]:

@@ -63,7 +63,7 @@ def colorbar(height: int, colormap: str = "viridis", low: float = 0.0, high: flo
     font_scale = max(0.3, height / 900)
     thickness = 1 if height < 900 else 2
     for fraction in (0.0, 0.5, 1.0):
-        y = margin + int(round((1.0 - fraction) * (ramp.shape[0] - 1)))
+        y = margin + round((1.0 - fraction) * (ramp.shape[0] - 1))
         value = low + fraction * (high - low)
         cv2.line(canvas, (4 + bar_width, y), (8 + bar_width, y), (0, 0, 0), 1)
         cv2.putText(canvas, f"{value:.2g}", (10 + bar_width, min(height - 2, y + int(10 * font_scale))),

@@ -6,12 +6,14 @@ model itself (tests/app/test_shipped_app.py).
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 import torch
 
 import segcore
-from app import services
+from app import gradio_ui, services
 from tests.conftest import make_square_scene, train_tiny_unet
 
 
@@ -56,3 +58,28 @@ def square_photo(tmp_path):
 
     Image.fromarray(image).save(path)
     return path, image, mask
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_app(app_weights_dir, tmp_path_factory):
+    """The Gradio app on a free loopback port with the tiny models and a fresh runs/; yields its URL."""
+    runs = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "WEIGHTS_DIR", app_weights_dir)
+        patch.setattr(services, "RUNS_DIR", runs)
+        services.reset_job_manager()
+        services._segmenters.clear()
+        port = free_port()
+        demo = gradio_ui.launch("127.0.0.1", port, block=False)
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            demo.close()
+            services.reset_job_manager()
+            services._segmenters.clear()

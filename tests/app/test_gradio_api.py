@@ -7,7 +7,6 @@ correct result, and the app keeps serving afterwards.
 
 from __future__ import annotations
 
-import socket
 import time
 import zipfile
 
@@ -17,7 +16,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app import gradio_ui, services
+from app import services
 from tests.app.bad_inputs import (
     ACCEPTED,
     REJECTED,
@@ -27,33 +26,15 @@ from tests.app.bad_inputs import (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def client(app_weights_dir, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services, "WEIGHTS_DIR", app_weights_dir)
-        patch.setattr(services, "RUNS_DIR", runs)
-        services.reset_job_manager()
-        services._segmenters.clear()
-        port = free_port()
-        demo = gradio_ui.launch("127.0.0.1", port, block=False)
-        try:
-            yield Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False,
-                         download_files=str(tmp_path_factory.mktemp("downloads")))
-        finally:
-            demo.close()
-            services.reset_job_manager()
+def client(served_app, tmp_path_factory):
+    return Client(served_app, verbose=False, analytics_enabled=False,
+                  download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
 def remove_background(client, path, mode="cutout", **overrides):
-    arguments = dict(image=handle_file(str(path)), model="squares-a", mode=mode, blur_strength=50,
-                     background_color="#00ff00", background_image=None, refine_edges=True, crf=False)
+    arguments = {"image": handle_file(str(path)), "model": "squares-a", "mode": mode, "blur_strength": 50,
+                 "background_color": "#00ff00", "background_image": None, "refine_edges": True, "crf": False}
     arguments.update(overrides)
     return client.predict(*arguments.values(), api_name="/remove_background")
 
@@ -89,10 +70,10 @@ def test_remove_background_returns_rgba_cutout(client, tmp_path):
 
 
 def test_segment_explore_outputs(client, tmp_path):
-    image, mask = scene(160, 200, seed=12)
+    image, _mask = scene(160, 200, seed=12)
     path = tmp_path / "scene.png"
     Image.fromarray(image).save(path)
-    annotated, overlay, confidence, class_map, slider, legend, info = client.predict(
+    annotated, overlay, confidence, _class_map, slider, legend, info = client.predict(
         handle_file(str(path)), "squares-a", True, "", api_name="/segment")
     labels = {annotation["label"] for annotation in annotated["annotations"]}
     assert labels == {"background", "square"}
@@ -112,7 +93,7 @@ def test_compare_with_ground_truth(client, tmp_path):
     path, truth = tmp_path / "scene.png", tmp_path / "truth.png"
     Image.fromarray(image).save(path)
     Image.fromarray(mask.astype(np.uint8)).save(truth)
-    gallery, table, disagreement, info = client.predict(
+    gallery, table, _disagreement, _info = client.predict(
         handle_file(str(path)), ["squares-a", "squares-b"], handle_file(str(truth)), api_name="/compare")
     assert len(gallery) == 2 and "squares-a" in gallery[0]["caption"]
     rows = {row[0]: row for row in table["data"]}
@@ -123,13 +104,13 @@ def test_compare_with_ground_truth(client, tmp_path):
 
 
 def test_finetune_start_status_cancel(client, tmp_path):
-    sample = list(services.SAMPLE_DATASETS)[0]
+    sample = next(iter(services.SAMPLE_DATASETS))
     job_id, text = client.predict(None, sample, "scratch: unet", 1, 0.003, 8, 64, False, "api-job",
                                   api_name="/finetune_start")
     assert job_id and "api-job" in text
     deadline = time.time() + 120
     while True:
-        status_text, losses, metrics, download, status = client.predict(job_id, api_name="/finetune_status")
+        _status_text, losses, _metrics, download, status = client.predict(job_id, api_name="/finetune_status")
         if status["state"] in ("finished", "failed", "cancelled") or time.time() > deadline:
             break
         time.sleep(0.5)
@@ -162,7 +143,7 @@ def test_rejected_images_give_a_clear_message_in_every_tab(client, tmp_path, nam
 @pytest.mark.parametrize("name", ACCEPTED)
 def test_awkward_but_valid_images_are_processed(client, tmp_path, name):
     path = write_bad_inputs(tmp_path)[name]
-    result, _, info = remove_background(client, path)
+    result, _, _info = remove_background(client, path)
     with Image.open(result) as picture:
         assert picture.mode == "RGBA" and picture.size == (160, 120)  # EXIF rotation applied
         alpha = np.asarray(picture)[..., 3]

@@ -94,7 +94,7 @@ def test_segment_gives_overlay_heatmaps_and_crf(app_dirs, square_photo):
     legend = result.legend()
     assert {row[0] for row in legend} == {"background", "square"}
     assert abs(sum(row[2] for row in legend) - 1.0) < 1e-6
-    annotated = dict((name, area) for area, name in result.annotations())
+    annotated = {name: area for area, name in result.annotations()}
     assert np.array_equal(annotated["square"] > 0, result.labels == 1)
     assert "CRF" in result.summary()
     # the background pixels of the overlay are the photo's own
@@ -111,7 +111,7 @@ def test_segment_saliency_model_gives_jet_overlay(app_dirs, square_photo):
 
 
 def test_compare_scores_each_model_against_a_ground_truth(app_dirs, square_photo, tmp_path):
-    path, image, mask = square_photo
+    path, _image, mask = square_photo
     truth = tmp_path / "truth.png"
     Image.fromarray((mask * 255).astype(np.uint8)).save(truth)  # a 0/255 binary mask
     result = services.compare(str(path), ["squares-a", "squares-b"], str(truth))
@@ -128,7 +128,7 @@ def test_compare_scores_each_model_against_a_ground_truth(app_dirs, square_photo
 
 
 def test_compare_refuses_bad_requests(app_dirs, square_photo, tmp_path):
-    path, image, mask = square_photo
+    path, _image, _mask = square_photo
     with pytest.raises(SegcoreError, match="choose 2 to 4 models"):
         services.compare(str(path), ["squares-a"])
     with pytest.raises(SegcoreError, match="chosen twice"):
@@ -180,7 +180,7 @@ def test_bad_dataset_uploads_list_their_problems(app_dirs, tmp_path):
 
 
 def test_finetune_job_produces_a_model_every_picker_lists(app_dirs):
-    status = services.finetune_start(sample=list(services.SAMPLE_DATASETS)[0], base="scratch: unet", epochs=1,
+    status = services.finetune_start(sample=next(iter(services.SAMPLE_DATASETS)), base="scratch: unet", epochs=1,
                                      lr=3e-3, batch_size=8, input_size=64, name="shapes-test")
     assert status["state"] in ("queued", "running")
     assert "96 image/mask pairs" in status["dataset_report"] and "0 error(s)" in status["dataset_report"]
@@ -195,3 +195,25 @@ def test_finetune_job_produces_a_model_every_picker_lists(app_dirs):
         assert {"config.json", "model.safetensors"} <= set(opened.namelist())
     with pytest.raises(SegcoreError, match="nothing to cancel"):
         services.finetune_cancel()
+
+
+def test_webcam_frames_share_a_temporal_smoother(app_dirs, square_photo):
+    from app import gradio_ui
+
+    _, image, mask = square_photo
+    first, info, state = gradio_ui.remove_background_live(image, "squares-a", "cutout", 50, "#00ff00", False, None)
+    assert first.shape == (*image.shape[:2], 4) and "ms per frame" in info and state is not None
+    noisy = image.copy()
+    noisy[mask == 1] = (noisy[mask == 1] * 0.6).astype(np.uint8)  # a darker square: the raw mask changes
+    raw = services.remove_background(noisy, model="squares-a", refine_edges=False).alpha
+    second, _, same_state = gradio_ui.remove_background_live(noisy, "squares-a", "cutout", 50, "#00ff00", False,
+                                                             state)
+    assert same_state is state
+    previous = first[..., 3].astype(np.float32) / 255.0
+    smoothed = second[..., 3].astype(np.float32) / 255.0
+    # the smoothed alpha lies between the previous frame's and the new raw one (it never overshoots either)
+    low, high = np.minimum(previous, raw) - 1 / 255, np.maximum(previous, raw) + 1 / 255
+    assert np.all((smoothed >= low) & (smoothed <= high))
+    assert np.abs(smoothed - raw).max() > 0.01  # and it is not simply the new frame's mask
+    _, message, _ = gradio_ui.remove_background_live(image, "saliency-tiny", "cutout", 50, "#00ff00", False, state)
+    assert "cannot remove backgrounds" in message

@@ -1,0 +1,101 @@
+"""A real browser: Playwright drives Debian's headless Chromium through every tab of the served app.
+
+It uploads a photo in the background-removal tab and sees the result image, sees a clear message for a file that is
+not an image, switches tabs, and starts and cancels a tiny fine-tune job; a screenshot of each tab is saved under the
+test's tmp dir. When Chromium cannot start the test fails (CI installs it with apt-get; see DEVELOPERS.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect, sync_playwright
+
+from tests.app.bad_inputs import scene
+
+CHROMIUM = os.environ.get("SEGCORE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def page(served_app):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) or set "
+                    "SEGCORE_CHROMIUM to a Chromium binary")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)  # a busy 2-core CI machine runs the models slowly
+            page.goto(served_app)
+            expect(page.get_by_role("tab", name="Background removal")).to_be_visible()
+            yield page
+        finally:
+            browser.close()
+
+
+def test_background_removal_in_the_browser(page, tmp_path):
+    image, _ = scene(160, 200, seed=21)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(image).save(photo)
+    page.get_by_role("tab", name="Background removal").click()
+    page.locator("#bg-input input[type=file]").set_input_files(str(photo))
+    expect(page.locator("#bg-input img")).to_be_visible()
+    page.locator("#bg-run").click()
+    result = page.locator("#bg-output img")
+    expect(result).to_be_visible()
+    expect(page.locator("#bg-info")).to_contain_text("squares-a: model")
+    source = result.get_attribute("src")
+    assert source and ("png" in source or source.startswith("data:image"))
+    page.screenshot(path=str(tmp_path / "tab-background-removal.png"), full_page=True)
+
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not a picture at all")
+    page.locator("#bg-input button[aria-label='Remove Image']").click()
+    page.locator("#bg-input input[type=file]").set_input_files(str(not_an_image))
+    page.locator("#bg-run").click()
+    expect(page.get_by_text("notes.png: not an image Pillow can read").first).to_be_visible()
+    assert "/gradio/" not in page.get_by_text("not an image Pillow can read").first.inner_text()
+    page.screenshot(path=str(tmp_path / "tab-background-removal-error.png"), full_page=True)
+    assert (tmp_path / "tab-background-removal.png").stat().st_size > 10_000
+
+
+def test_explore_and_compare_tabs(page, tmp_path):
+    image, _ = scene(160, 200, seed=22)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(image).save(photo)
+    page.get_by_role("tab", name="Explore").click()
+    page.locator("#ex-input input[type=file]").set_input_files(str(photo))
+    expect(page.locator("#ex-input img")).to_be_visible()
+    page.locator("#ex-run").click()
+    expect(page.get_by_text("mean confidence")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "tab-explore.png"), full_page=True)
+
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#cmp-input input[type=file]").set_input_files(str(photo))
+    expect(page.locator("#cmp-input img")).to_be_visible()
+    page.locator("#cmp-run").click()
+    expect(page.get_by_text("squares-b:").first).to_be_visible()
+    page.screenshot(path=str(tmp_path / "tab-compare.png"), full_page=True)
+
+
+def test_start_and_cancel_a_fine_tune(page, tmp_path):
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#ft-sample input").click()
+    page.get_by_role("option", name="shapes (generated").click()
+    page.locator("#ft-epochs input").fill("40")
+    page.locator("#ft-size input").fill("64")
+    page.locator("#ft-start").click()
+    status = page.locator("#ft-status")
+    expect(status).to_contain_text("running", timeout=90_000)
+    page.screenshot(path=str(tmp_path / "tab-fine-tune-running.png"), full_page=True)
+    page.locator("#ft-cancel").click()
+    expect(status).to_contain_text("cancelled", timeout=90_000)
+    page.screenshot(path=str(tmp_path / "tab-fine-tune-cancelled.png"), full_page=True)
+    job_id = page.locator("#ft-job textarea, #ft-job input").first.input_value()
+    assert job_id and np.char.isnumeric(job_id[:8])
