@@ -97,11 +97,6 @@ def test_python_dash_m_segcore_runs_as_a_program():
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
-def test_app_entry_point_runs():
-    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "unet" in result.stdout
-
-
 def test_export_writes_a_program_that_matches_the_model(trained_model_dir, tmp_path, capsys):
     import torch
 

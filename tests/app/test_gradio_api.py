@@ -121,6 +121,15 @@ def test_finetune_start_status_cancel(client, tmp_path):
 
     second, _ = client.predict(None, sample, "scratch: unet", 50, 0.003, 8, 64, False, "to-cancel",
                                api_name="/finetune_start")
+    deadline = time.time() + 60
+    while services.finetune_status(second)["state"] != "running" and time.time() < deadline:
+        time.sleep(0.2)
+    # inference keeps working while the job trains in its own process
+    image, _ = scene(96, 96, seed=14)
+    Image.fromarray(image).save(tmp_path / "during.png")
+    during = client.predict(handle_file(str(tmp_path / "during.png")), "squares-a", False, "", api_name="/segment")
+    assert "squares-a" in during[-1]
+    assert services.finetune_status(second)["state"] == "running"
     text = client.predict(second, api_name="/finetune_cancel")
     assert "cancelled" in text or "cancel" in text
     status = services.job_manager().wait(second, timeout=60)
@@ -147,6 +156,11 @@ def test_awkward_but_valid_images_are_processed(client, tmp_path, name):
     with Image.open(result) as picture:
         assert picture.mode == "RGBA" and picture.size == (160, 120)  # EXIF rotation applied
         alpha = np.asarray(picture)[..., 3]
+    annotated, *_ = client.predict(handle_file(str(path)), "squares-a", False, "", api_name="/segment")
+    with Image.open(annotated["image"]) as picture:
+        assert picture.size == (160, 120)
+    gallery, *_ = client.predict(handle_file(str(path)), ["squares-a", "squares-b"], None, api_name="/compare")
+    assert len(gallery) == 2
     if name in ("cmyk.jpg", "rgba.png", "exif-rotated.jpg"):  # colour kept: the red square is found
         _, mask = scene()
         covered = alpha > 127
