@@ -69,9 +69,19 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def served_app(app_weights_dir, tmp_path_factory):
     """The Gradio app on a free loopback port with the tiny models and a fresh runs/; yields its URL."""
+    yield from _serve(app_weights_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def served_shipped_app(tmp_path_factory):
+    """The Gradio app with the models really shipped in assets/weights (and a fresh runs/); yields its URL."""
+    yield from _serve(services.ROOT / "assets" / "weights", tmp_path_factory)
+
+
+def _serve(weights_dir, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services, "WEIGHTS_DIR", app_weights_dir)
+        patch.setattr(services, "WEIGHTS_DIR", weights_dir)
         patch.setattr(services, "RUNS_DIR", runs)
         services.reset_job_manager()
         services._segmenters.clear()
