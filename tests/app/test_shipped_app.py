@@ -1,0 +1,33 @@
+"""The app with its shipped weights: background removal defaults to the shipped portrait model and cuts out the
+person in the bundled public-domain astronaut photo (regions marked by hand in tests/test_shipped_models.py).
+One test per shipped portrait model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from app import services
+from segcore.ship import shipped_models
+from tests.test_shipped_models import BACKGROUND_REGIONS, PERSON_REGIONS
+
+ASTRONAUT = services.EXAMPLES_DIR / "astronaut.jpg"
+PORTRAIT_MODELS = [row["folder"] for row in shipped_models() if row.get("task") == "portrait"]
+
+
+@pytest.mark.parametrize("name", PORTRAIT_MODELS)
+def test_remove_background_cuts_out_the_astronaut(served_shipped_app, tmp_path, name):
+    client = Client(served_shipped_app, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    assert services.default_background_model() in PORTRAIT_MODELS
+    cutout, download, info = client.predict(handle_file(str(ASTRONAUT)), name, "cutout", 50, "#00b140", None, True,
+                                            False, api_name="/remove_background")
+    with Image.open(cutout) as picture:
+        assert picture.mode == "RGBA" and picture.size == (512, 512)
+        alpha = np.asarray(picture)[..., 3].astype(np.float32) / 255.0
+    for region, (left, top, right, bottom) in PERSON_REGIONS.items():
+        assert alpha[top:bottom, left:right].mean() > 0.9, f"the cutout drops the astronaut's {region}"
+    for region, (left, top, right, bottom) in BACKGROUND_REGIONS.items():
+        assert alpha[top:bottom, left:right].mean() < 0.2, f"the cutout keeps the {region}"
+    assert f"{name}: model" in info and download.endswith(".png")
