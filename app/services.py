@@ -9,6 +9,7 @@ the result says so.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from segcore import compose, visualize
 from segcore.errors import ImageError, SegcoreError
 from segcore.image import read_image, to_rgb_uint8, write_image_atomic
 from segcore.metrics import ConfusionMatrix
+
+log = logging.getLogger("segcore.app")
 
 ROOT = Path(__file__).resolve().parent.parent
 # Both folders can be moved (tests point them at temporary folders; a deployment may keep runs elsewhere).
@@ -81,7 +84,13 @@ def trained_models(weights_dir: Path | None = None) -> list[CatalogEntry]:
 def list_models(task: str | None = None, background_removal: bool = False) -> list[CatalogEntry]:
     """Shipped models, then models fine-tuned in the app (finished jobs), optionally filtered."""
     entries = trained_models()
-    for name, folder in job_manager().finished_models():
+    try:
+        finished = job_manager().finished_models()
+    except SegcoreError as error:
+        # Another app instance owns the jobs folder: inference still works here, with the shipped models.
+        log.warning("fine-tuned models are not listed: %s", error)
+        finished = []
+    for name, folder in finished:
         if (folder / "config.json").is_file():
             entries.append(_entry(f"fine-tuned/{name}", folder, "fine-tuned"))
     if task is not None:

@@ -217,3 +217,16 @@ def test_webcam_frames_share_a_temporal_smoother(app_dirs, square_photo):
     assert np.abs(smoothed - raw).max() > 0.01  # and it is not simply the new frame's mask
     _, message, _ = gradio_ui.remove_background_live(image, "saliency-tiny", "cutout", 50, "#00ff00", False, state)
     assert "cannot remove backgrounds" in message
+
+
+def test_a_second_app_on_the_same_jobs_folder_still_serves_inference(app_dirs, square_photo):
+    from app.jobs import JobManager
+
+    other = JobManager(app_dirs[1] / "app-jobs", autostart=False)  # another app instance holds the folder
+    try:
+        assert services.model_names() == ["saliency-tiny", "squares-a", "squares-b"]
+        assert services.segment(str(square_photo[0]), "squares-a").labels.shape == (160, 200)
+        with pytest.raises(SegcoreError, match="another segcore app is already running these jobs"):
+            services.finetune_status()
+    finally:
+        other.shutdown()
