@@ -38,7 +38,7 @@ def test_python_app_py_serves_the_app(app_weights_dir, tmp_path):
 
 
 def test_app_py_help_lists_its_flags():
-    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=False,
                             timeout=120)
     assert result.returncode == 0
     assert "--host" in result.stdout and "--port" in result.stdout and "--share" in result.stdout
