@@ -21,6 +21,9 @@ SHIPPED = [row["folder"] for row in shipped_models()]
 # (left, top, right, bottom) in pixels of the 512x512 astronaut photo
 PERSON_REGIONS = {"face": (180, 40, 270, 150), "suit": (100, 260, 270, 400)}
 BACKGROUND_REGIONS = {"wall": (300, 0, 370, 120), "shuttle": (385, 60, 450, 250), "flag": (0, 0, 60, 120)}
+# A sane person mask covers most of each person box (holes in dark folds of the suit are tolerated) and little of
+# each background box.
+MIN_PERSON_COVER, MAX_BACKGROUND_COVER = 0.75, 0.2
 # Models whose weights have landed: each must stay shipped. (portrait-sinet is still training: see
 # assets/training/portrait-sinet; it joins this set when it ships.)
 EXPECTED: set[str] = set()
@@ -57,9 +60,11 @@ def test_shipped_model_predicts_a_sane_mask(name):
     if task == "portrait":
         person = prediction.labels != segmenter.class_names.index("background")
         for region, (left, top, right, bottom) in PERSON_REGIONS.items():
-            assert person[top:bottom, left:right].mean() > 0.9, f"{name} misses the astronaut's {region}"
+            covered = person[top:bottom, left:right].mean()
+            assert covered > MIN_PERSON_COVER, f"{name} misses the astronaut's {region}"
         for region, (left, top, right, bottom) in BACKGROUND_REGIONS.items():
-            assert person[top:bottom, left:right].mean() < 0.2, f"{name} marks the {region} as person"
+            covered = person[top:bottom, left:right].mean()
+            assert covered < MAX_BACKGROUND_COVER, f"{name} marks the {region} as person"
     elif task == "saliency":
         saliency = prediction.probabilities[0]
         assert saliency.max() > saliency.min()  # not a constant map
