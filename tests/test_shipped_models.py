@@ -24,9 +24,8 @@ BACKGROUND_REGIONS = {"wall": (300, 0, 370, 120), "shuttle": (385, 60, 450, 250)
 # A sane person mask covers most of each person box (holes in dark folds of the suit are tolerated) and little of
 # each background box.
 MIN_PERSON_COVER, MAX_BACKGROUND_COVER = 0.75, 0.2
-# Models whose weights have landed: each must stay shipped. (portrait-sinet is still training: see
-# assets/training/portrait-sinet; it joins this set when it ships.)
-EXPECTED: set[str] = set()
+# Models whose weights have landed: each must stay shipped.
+EXPECTED = {"portrait-sinet"}
 
 
 def test_the_expected_models_ship():
