@@ -359,17 +359,20 @@ def _class_choices(model):
 
 
 def _poll_status(job_id, previous):
-    """Timer tick: refresh the job's progress; refresh model pickers when a job has just finished."""
+    """Timer tick: refresh the job's progress; refresh model pickers when a job has just finished. A job that had
+    already ended at the previous tick is left alone (no new curves, no new download zip every second)."""
     if not job_id:
         return (gr.skip(),) * 9
+    previous = previous or {}
     try:
+        state = services.finetune_status(job_id).get("state")
+        if previous.get("id") == job_id and previous.get("state") in TERMINAL_STATES and previous["state"] == state:
+            return (gr.skip(),) * 9
         text, losses, metrics, download, status = finetune_status(job_id)
-    except gr.Error as error:
-        return (str(error),) + (gr.skip(),) * 8
-    finished_now = status.get("state") == "finished" and (previous or {}).get("state") != "finished"
+    except (gr.Error, SegcoreError) as error:
+        return (shown_message(error),) + (gr.skip(),) * 8
+    finished_now = status.get("state") == "finished" and previous.get("state") != "finished"
     pickers = _model_updates() if finished_now else (gr.skip(),) * 4
-    if previous and previous.get("state") in TERMINAL_STATES and previous == status:
-        return (gr.skip(),) * 9
     return (text, losses, metrics, download, status) + tuple(pickers)
 
 

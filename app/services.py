@@ -271,13 +271,9 @@ class SegmentResult:
         if self.crf_ms is not None:
             changed = float((self.crf_labels != self.labels).mean()) * 100.0
             lines.append(f"CRF: {self.crf_ms:.0f} ms, {changed:.1f}% of pixels changed class")
-        lines.append(f"mean confidence {float(self._confidence().mean()):.3f}")
+        confidence = segcore.Prediction(self.labels, self.probabilities, self.latency_ms).confidence
+        lines.append(f"mean confidence {float(confidence.mean()):.3f}")
         return "; ".join(lines + self.notes)
-
-    def _confidence(self) -> np.ndarray:
-        if self.probabilities.shape[0] == 1:
-            return np.maximum(self.probabilities[0], 1.0 - self.probabilities[0])
-        return self.probabilities.max(axis=0)
 
 
 def segment(image, model: str, *, crf: bool = False, class_name: str | None = None) -> SegmentResult:

@@ -28,6 +28,16 @@ MIN_PERSON_COVER, MAX_BACKGROUND_COVER = 0.75, 0.2
 EXPECTED = {"portrait-sinet"}
 
 
+def assert_covers_the_astronaut(person: np.ndarray, what: str) -> None:
+    """`person`: (512, 512) person mask or alpha in [0, 1] of the astronaut photo."""
+    for region, (left, top, right, bottom) in PERSON_REGIONS.items():
+        covered = float(person[top:bottom, left:right].mean())
+        assert covered > MIN_PERSON_COVER, f"{what} misses the astronaut's {region} ({covered:.2f} covered)"
+    for region, (left, top, right, bottom) in BACKGROUND_REGIONS.items():
+        covered = float(person[top:bottom, left:right].mean())
+        assert covered < MAX_BACKGROUND_COVER, f"{what} marks the {region} as person ({covered:.2f} covered)"
+
+
 def test_the_expected_models_ship():
     assert EXPECTED <= set(SHIPPED)
 
@@ -57,13 +67,7 @@ def test_shipped_model_predicts_a_sane_mask(name):
     if prediction.probabilities.shape[0] > 1:
         assert np.allclose(prediction.probabilities.sum(axis=0), 1.0, atol=1e-4)
     if task == "portrait":
-        person = prediction.labels != segmenter.class_names.index("background")
-        for region, (left, top, right, bottom) in PERSON_REGIONS.items():
-            covered = person[top:bottom, left:right].mean()
-            assert covered > MIN_PERSON_COVER, f"{name} misses the astronaut's {region}"
-        for region, (left, top, right, bottom) in BACKGROUND_REGIONS.items():
-            covered = person[top:bottom, left:right].mean()
-            assert covered < MAX_BACKGROUND_COVER, f"{name} marks the {region} as person"
+        assert_covers_the_astronaut(prediction.labels != segmenter.class_names.index("background"), name)
     elif task == "saliency":
         saliency = prediction.probabilities[0]
         assert saliency.max() > saliency.min()  # not a constant map

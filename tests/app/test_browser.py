@@ -39,13 +39,17 @@ def page(served_app):
             browser.close()
 
 
+def upload(page, input_id: str, path) -> None:
+    page.locator(f"#{input_id} input[type=file]").set_input_files(str(path))
+    expect(page.locator(f"#{input_id} img")).to_be_visible()
+
+
 def test_background_removal_in_the_browser(page, tmp_path):
     image, _ = scene(160, 200, seed=21)
     photo = tmp_path / "photo.png"
     Image.fromarray(image).save(photo)
     page.get_by_role("tab", name="Background removal").click()
-    page.locator("#bg-input input[type=file]").set_input_files(str(photo))
-    expect(page.locator("#bg-input img")).to_be_visible()
+    upload(page, "bg-input", photo)
     page.locator("#bg-run").click()
     result = page.locator("#bg-output img")
     expect(result).to_be_visible()
@@ -70,15 +74,13 @@ def test_explore_and_compare_tabs(page, tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(image).save(photo)
     page.get_by_role("tab", name="Explore").click()
-    page.locator("#ex-input input[type=file]").set_input_files(str(photo))
-    expect(page.locator("#ex-input img")).to_be_visible()
+    upload(page, "ex-input", photo)
     page.locator("#ex-run").click()
     expect(page.get_by_text("mean confidence")).to_be_visible()
     page.screenshot(path=str(tmp_path / "tab-explore.png"), full_page=True)
 
     page.get_by_role("tab", name="Compare").click()
-    page.locator("#cmp-input input[type=file]").set_input_files(str(photo))
-    expect(page.locator("#cmp-input img")).to_be_visible()
+    upload(page, "cmp-input", photo)
     page.locator("#cmp-run").click()
     expect(page.get_by_text("squares-b:").first).to_be_visible()
     page.screenshot(path=str(tmp_path / "tab-compare.png"), full_page=True)
