@@ -3,7 +3,10 @@
 `python -m segcore ship RUN_DIR/best --name NAME --data ROOT --split test --licence "..."` evaluates the model
 through `evaluate` (full-size images), times it on the CPU at its input size, and writes model.safetensors +
 config.json + README.md (the card: data, split, recipe, epochs, wall time, hardware, parameters, metrics, licence).
-Weights are stored in float16 only when that saves real space (over 5 MB) and changes no metric by more than 0.001.
+Weights are stored in float16 only when that saves real space (over 5 MB) and changes no metric by more than 0.001;
+weights that would still take over 25 MB are refused before anything is written.
+A saliency model is measured next to the centre-bias baseline (a centred Gaussian) on the same images, and the card
+says on which metrics it beats the baseline (KLD: lower is better; the others: higher).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import torch
 
 from segcore.checkpoint import load_pretrained, save_pretrained
 from segcore.engine.data import open_dataset
-from segcore.engine.evaluate import evaluate
+from segcore.engine.evaluate import CenterBias, evaluate
 from segcore.errors import SegcoreError
 from segcore.inference import Segmenter
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
 HALF_PRECISION_ABOVE_BYTES = 5 * 2**20
+MAX_FILE_BYTES = 25 * 2**20
+LOWER_IS_BETTER = {"kld"}
 
 
 def cpu_name() -> str:
@@ -84,8 +89,27 @@ def _format_metrics(metrics: dict, class_names: list[str]) -> list[str]:
     return lines
 
 
+def beats_baseline(metrics: dict, baseline: dict) -> dict[str, bool]:
+    """For each metric both share: does the model beat the baseline (strictly)?"""
+    return {key: (metrics[key] < value if key in LOWER_IS_BETTER else metrics[key] > value)
+            for key, value in baseline.items() if isinstance(value, float) and key in metrics}
+
+
+def _baseline_lines(metrics: dict, baseline: dict) -> list[str]:
+    wins = beats_baseline(metrics, baseline)
+    lines = ["", f"### Against the {baseline['name']} baseline, same images", "",
+             "| metric | model | baseline | model better |", "|---|---|---|---|"]
+    for key, better in wins.items():
+        lines.append(f"| {key}{' (lower is better)' if key in LOWER_IS_BETTER else ''} | {metrics[key]:.4f} | "
+                     f"{baseline[key]:.4f} | {'yes' if better else 'no'} |")
+    verdict = "every" if all(wins.values()) else f"{sum(wins.values())} of {len(wins)}"
+    lines += ["", f"The model beats the baseline on {verdict} metric(s)."]
+    return lines
+
+
 def model_card(name: str, config: dict, metrics: dict, split: str, data: str, licence: str, training: dict,
-               latency_ms: float, parameters: int, hardware: str, command: str) -> str:
+               latency_ms: float, parameters: int, hardware: str, command: str,
+               baseline: dict | None = None) -> str:
     hours = f"{training['wall_seconds'] / 3600:.2f} h" if training.get("wall_seconds") else "unknown"
     recipe = training.get("recipe", {})
     lines = [
@@ -110,6 +134,7 @@ def model_card(name: str, config: dict, metrics: dict, split: str, data: str, li
         "|---|---|",
         *_format_metrics({k: v for k, v in metrics.items() if k != "images"}, config["class_names"]),
         f"| CPU latency, one image at the input size, 2 threads | {latency_ms:.1f} ms |",
+        *(_baseline_lines(metrics, baseline) if baseline else []),
         "",
         f"Measured by: `{command}`",
         "",
@@ -129,6 +154,11 @@ def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, datas
     kind = dataset or ("saliency" if config["task"] == "saliency" else "folder")
     evaluation_set = open_dataset(kind, data, split, evaluation=True)
     metrics = evaluate(Segmenter(model, device="cpu"), evaluation_set)
+    baseline = None
+    if config["task"] == "saliency":
+        center_bias = CenterBias()
+        baseline = {"name": f"center-bias (sigma {center_bias.sigma_fraction} of each side)",
+                    **evaluate(center_bias, evaluation_set)}
     parameters = sum(p.numel() for p in model.parameters())
     latency = cpu_latency_ms(model, tuple(config["input_size"]))
     training = _training_summary(model_dir, config)
@@ -141,20 +171,26 @@ def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, datas
         half = load_pretrained(model_dir, device="cpu").half().float()
         half.segcore_config = config
         half_metrics = evaluate(Segmenter(half, device="cpu"), evaluation_set)
-        changes = [abs(half_metrics[k] - metrics[k]) for k, v in metrics.items() if isinstance(v, float)]
+        # "Costs nothing": no metric moves by more than 0.001 (relative for metrics above 1, e.g. NSS).
+        changes = [abs(half_metrics[k] - v) / max(1.0, abs(v)) for k, v in metrics.items() if isinstance(v, float)]
         if max(changes, default=0.0) <= 1e-3:
             dtype = "float16"
-    card = model_card(name, config, metrics, split, data, licence, training, latency, parameters, hardware, command)
+    stored_bytes = weights_bytes // 2 if dtype == "float16" else weights_bytes
+    if stored_bytes > MAX_FILE_BYTES - 2**16:  # leave room for the safetensors header
+        why = " (float16 changed a metric by more than 0.001)" if dtype == "float32" else ""
+        raise SegcoreError(f"{name}: the {dtype} weights take {stored_bytes / 2**20:.1f} MB, over the 25 MB a shipped "
+                           f"file may take{why}; ship a smaller model")
+    card = model_card(name, config, metrics, split, data, licence, training, latency, parameters, hardware, command,
+                      baseline=baseline)
     target = weights_dir / name
     shipped_meta = {"shipped": {"name": name, "split": split, "data": data, "metrics": metrics,
                                 "cpu_latency_ms": latency, "parameters": parameters, "hardware": hardware,
                                 "wall_seconds": training.get("wall_seconds"), "epochs": training.get("epochs"),
                                 "weights_dtype": dtype, "licence": licence}}
+    if baseline:
+        shipped_meta["shipped"]["baseline"] = baseline
     save_pretrained(model, target, dtype=dtype, model_card=card, **shipped_meta)
-    too_big = [p.name for p in target.iterdir() if p.stat().st_size > 25 * 2**20]
-    if too_big:
-        raise SegcoreError(f"{target}: {', '.join(too_big)} over 25 MB; ship a smaller model")
-    return {"path": str(target), "metrics": metrics, "cpu_latency_ms": latency, "dtype": dtype}
+    return {"path": str(target), "metrics": metrics, "cpu_latency_ms": latency, "dtype": dtype, "baseline": baseline}
 
 
 def shipped_models(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:

@@ -53,3 +53,25 @@ def test_ship_writes_weights_config_and_a_card_with_measured_metrics(trained_mod
 
 def test_shipped_table_says_when_nothing_ships(tmp_path):
     assert "(none shipped yet)" in shipped_table(tmp_path)
+
+
+def test_beating_the_baseline_means_lower_kld_and_higher_everything_else():
+    from segcore.ship import beats_baseline
+
+    baseline = {"name": "center-bias", "cc": 0.3, "kld": 1.3, "images": 100}
+    assert beats_baseline({"cc": 0.4, "kld": 1.0}, baseline) == {"cc": True, "kld": True}
+    assert beats_baseline({"cc": 0.3, "kld": 1.4}, baseline) == {"cc": False, "kld": False}
+
+
+def test_ship_refuses_weights_over_25_mb_before_writing_anything(square_dataset, tmp_path):
+    import segcore
+    from segcore.checkpoint import save_pretrained
+    from segcore.errors import SegcoreError
+    from segcore.ship import ship_model
+
+    torch_model = segcore.create_model("unet", num_classes=2)  # 31.0 M parameters: 59 MB even in float16
+    save_pretrained(torch_model, tmp_path / "big", class_names=["background", "foreground"], input_size=(64, 64))
+    weights = tmp_path / "weights"
+    with pytest.raises(SegcoreError, match="over the 25 MB"):
+        ship_model(tmp_path / "big", "big", data=str(square_dataset), split="test", licence="x", weights_dir=weights)
+    assert not weights.exists() or not any(weights.iterdir())

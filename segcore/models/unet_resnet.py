@@ -44,20 +44,21 @@ class UpBlock(nn.Sequential):
 
 class UNetResNet(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, encoder: str = "resnet50",
-                 pretrained_backbone: bool = False):
+                 pretrained_backbone: bool = False, decoder_scale: float = 1.0):
         super().__init__()
         channels = resnet_channels(encoder)
+        widths = [max(8, round(width * decoder_scale)) for width in DECODER_CHANNELS]
         self.encoder = resnet_features(
             encoder, {"relu": "stem", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4"},
             pretrained_backbone, in_channels,
         )
         self.skip_reductions = nn.ModuleDict({
-            name: conv_bn_leaky_relu(channels[name], width) for name, width in zip(SKIP_LAYERS, DECODER_CHANNELS)
+            name: conv_bn_leaky_relu(channels[name], width) for name, width in zip(SKIP_LAYERS, widths)
         })
         # Each up block after the first also takes the concatenated skip of the scale it starts from.
-        up_inputs = [channels["layer4"]] + [2 * width for width in DECODER_CHANNELS[:-1]]
-        self.up_blocks = nn.ModuleList(UpBlock(i, o) for i, o in zip(up_inputs, DECODER_CHANNELS))
-        self.classifier = nn.Conv2d(DECODER_CHANNELS[-1], num_classes, kernel_size=3, padding=1)
+        up_inputs = [channels["layer4"]] + [2 * width for width in widths[:-1]]
+        self.up_blocks = nn.ModuleList(UpBlock(i, o) for i, o in zip(up_inputs, widths))
+        self.classifier = nn.Conv2d(widths[-1], num_classes, kernel_size=3, padding=1)
         self.encoder_frozen = False
 
     def freeze_encoder(self) -> None:
@@ -94,8 +95,14 @@ class UNetResNet(nn.Module):
 # 288x384 keeps OSIE's 4:3 aspect (800x600 images) at a size divisible by the encoder's stride of 32.
 @register_model("unet_resnet50", task="saliency", paper="arXiv:1505.04597", default_size=(288, 384))
 def unet_resnet50(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
-                  encoder: str = "resnet50") -> UNetResNet:
-    """U-Net with a ResNet50 encoder (resnet18/34 lighter) for saliency maps; freeze_encoder() for fine-tuning."""
+                  encoder: str = "resnet50", decoder_scale: float = 1.0) -> UNetResNet:
+    """U-Net with a ResNet50 encoder (resnet18/34 lighter) for saliency maps; freeze_encoder() for fine-tuning.
+
+    decoder_scale multiplies the decoder's widths (256, 128, 64, 32, 16); 0.5 keeps a ResNet18 model's float16
+    weights under 25 MB.
+    """
     if encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
-    return UNetResNet(num_classes, in_channels, encoder, pretrained_backbone)
+    if not decoder_scale > 0:
+        raise ValueError(f"decoder_scale must be positive, got {decoder_scale}")
+    return UNetResNet(num_classes, in_channels, encoder, pretrained_backbone, decoder_scale)

@@ -220,7 +220,7 @@ def test_saliency_training_and_eval_report_saliency_metrics(tmp_path, capsys):
     (root / "split.txt").write_text("".join(f"{n} {'val' if n > 1009 else 'train'}\n" for n in range(1001, 1013)))
     run = tmp_path / "run"
     code = main(["train", "--data", str(root), "--out", str(run), "--set", "model=unet_resnet50",
-                 "--set", "model_kwargs.encoder=resnet18", "--set", "dataset=saliency", "--set", "loss=saliency",
+                 "--set", "model_kwargs.encoder=resnet18", "--set", "model_kwargs.decoder_scale=0.5", "--set", "dataset=saliency", "--set", "loss=saliency",
                  "--set", "augmentation=saliency", "--set", "input_size=[48, 64]", "--set", "epochs=2",
                  "--set", "batch_size=3", "--set", "threads=2"])
     assert code == 0, capsys.readouterr().err
@@ -231,6 +231,18 @@ def test_saliency_training_and_eval_report_saliency_metrics(tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert {"cc", "nss", "kld", "sim", "auc_judd"} <= set(metrics) and metrics["images"] == 3
     assert all(np.isfinite(metrics[key]) for key in ("cc", "nss", "kld", "sim", "auc_judd"))
+    # Shipping a saliency model measures the centre-bias baseline on the same images and puts both in the card.
+    assert main(["eval", "--baseline", "center-bias", "--data", str(root), "--split", "val", "--json"]) == 0
+    center_bias = json.loads(capsys.readouterr().out)
+    assert main(["ship", str(run / "best"), "--name", "tiny-saliency", "--data", str(root), "--split", "val",
+                 "--licence", "Generated data.", "--weights-dir", str(tmp_path / "weights")]) == 0
+    shipped = json.loads((tmp_path / "weights" / "tiny-saliency" / "config.json").read_text())["meta"]["shipped"]
+    for key in ("cc", "nss", "kld", "sim", "auc_judd"):
+        assert shipped["metrics"][key] == pytest.approx(metrics[key])
+        assert shipped["baseline"][key] == pytest.approx(center_bias[key])
+    card = (tmp_path / "weights" / "tiny-saliency" / "README.md").read_text()
+    assert "center-bias (sigma 0.25 of each side) baseline" in card
+    assert f"| kld (lower is better) | {metrics['kld']:.4f} | {center_bias['kld']:.4f} |" in card
 
 
 def test_training_refuses_data_that_validate_rejects(shapes_root, tmp_path, capsys):

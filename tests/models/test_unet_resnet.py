@@ -79,3 +79,17 @@ def test_every_skip_reaches_the_output(skip):
         without_skip = model(x)["out"]
         handle.remove()
     assert not torch.allclose(reference, without_skip)
+
+
+def test_decoder_scale_narrows_every_decoder_width_and_keeps_the_output_size():
+    torch.manual_seed(0)
+    full = segcore.create_model("unet_resnet50", num_classes=1, encoder="resnet18")
+    half = segcore.create_model("unet_resnet50", num_classes=1, encoder="resnet18", decoder_scale=0.5)
+    full_widths = [block[0].out_channels for block in full.up_blocks]
+    assert [block[0].out_channels for block in half.up_blocks] == [width // 2 for width in full_widths]
+    # The shipped saliency model's size: ResNet18 encoder, half-width decoder, float16 under 25 MB.
+    assert sum(t.numel() * 2 for t in half.state_dict().values()) < 25 * 2**20
+    with torch.no_grad():
+        assert half.eval()(torch.randn(1, 3, 67, 75))["out"].shape == (1, 1, 67, 75)
+    with pytest.raises(ValueError, match="decoder_scale"):
+        segcore.create_model("unet_resnet50", num_classes=1, decoder_scale=0)
