@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from segcore.checkpoint import load_pretrained, save_pretrained
 from segcore.engine.data import open_dataset
@@ -27,6 +28,8 @@ from segcore.errors import SegcoreError
 from segcore.inference import Segmenter
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
+# Recorded test results of the contrastive-pretraining comparison (issue 6, item 4), rendered into docs/models.md.
+CONTRASTIVE_RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "contrastive"
 HALF_PRECISION_ABOVE_BYTES = 5 * 2**20
 MAX_FILE_BYTES = 25 * 2**20
 LOWER_IS_BETTER = {"kld"}
@@ -215,6 +218,12 @@ def shipped_table(weights_dir: Path = WEIGHTS_DIR) -> str:
         shown = ", ".join(f"{key} {value * 100:.1f}" if key not in ("cc", "nss", "kld", "sim", "auc_judd")
                           else f"{key} {value:.3f}" for key, value in metrics.items()
                           if isinstance(value, float) and key not in ("pixel_acc", "mean_acc", "fwiou"))
+        baseline = shipped.get("baseline")
+        if baseline:
+            wins = beats_baseline(metrics, baseline)
+            shown += (f"; beats the centre-bias baseline on {sum(wins.values())} of {len(wins)} ("
+                      + ", ".join(f"{key} {value:.3f}" for key, value in baseline.items()
+                                  if isinstance(value, float)) + ")")
         hours = shipped.get("wall_seconds")
         lines.append(
             f"| {row['folder']} | {row['task']} | {row['architecture']} | {shipped.get('parameters', 0) / 1e6:.3f} | "
@@ -224,4 +233,57 @@ def shipped_table(weights_dir: Path = WEIGHTS_DIR) -> str:
         )
     if len(lines) == 2:
         lines.append("| (none shipped yet) | | | | | | | |")
+    return "\n".join(lines)
+
+
+def run_training_summary(model_dir: str | Path) -> dict:
+    """What produced a trained model folder (RUN/best, or RUN/STAGE/best of a multi-stage run): recipe name,
+    fraction of training labels, each stage's epochs and wall time (from its metrics.csv), and the totals."""
+    model_dir = Path(model_dir)
+    candidates = [model_dir.parent, model_dir.parent.parent]
+    run_dir = next((folder for folder in candidates if (folder / "recipe.yaml").is_file()), model_dir.parent)
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else {}
+    stage_names = [stage.get("name", f"stage{index}") for index, stage in enumerate(recipe.get("stages") or [])]
+    stage_dirs = [(name, run_dir / name) for name in stage_names] or [("train", run_dir)]
+    stages = []
+    for name, folder in stage_dirs:
+        rows = []
+        if (folder / "metrics.csv").is_file():
+            with open(folder / "metrics.csv", newline="") as stream:
+                rows = list(csv.DictReader(stream))
+        stages.append({"name": name, "epochs": int(rows[-1]["epoch"]) if rows else 0,
+                       "wall_seconds": float(rows[-1]["seconds"]) if rows else 0.0})
+    return {"run": run_dir.name, "train_fraction": float(recipe.get("train_fraction", 1.0)), "stages": stages,
+            "epochs": sum(stage["epochs"] for stage in stages),
+            "wall_seconds": sum(stage["wall_seconds"] for stage in stages)}
+
+
+def comparison_table(results_dir: Path) -> str:
+    """Markdown table of recorded evaluations (`segcore eval --record FILE`) in `results_dir`, grouped by the
+    fraction of training labels, with the better arm of each group named."""
+    records = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        record = json.loads(path.read_text())
+        if "training" in record:
+            records.append(record)
+    if not records:
+        return "(no recorded runs yet)"
+    records.sort(key=lambda r: (r["training"]["train_fraction"], r["training"]["run"]))
+    lines = ["| run | training labels | stages (epochs) | epochs | wall time | fg IoU | mIoU | boundary F | split |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    for record in records:
+        training = record["training"]
+        stages = " + ".join(f"{stage['name']} {stage['epochs']}" for stage in training["stages"])
+        lines.append(
+            f"| {training['run']} | {training['train_fraction'] * 100:.0f} % | {stages} | {training['epochs']} | "
+            f"{training['wall_seconds'] / 3600:.2f} h | {record['fg_iou'] * 100:.2f} | {record['miou'] * 100:.2f} | "
+            f"{record['boundary_f1']:.3f} | {record['split']} ({record['images']} images) |")
+    lines.append("")
+    for fraction in sorted({r["training"]["train_fraction"] for r in records}):
+        group = [r for r in records if r["training"]["train_fraction"] == fraction]
+        if len(group) > 1:
+            best = max(group, key=lambda r: r["fg_iou"])
+            others = ", ".join(f"{r['training']['run']} {r['fg_iou'] * 100:.2f}" for r in group if r is not best)
+            lines.append(f"- {fraction * 100:.0f} % of the labels: {best['training']['run']} is better, fg IoU "
+                         f"{best['fg_iou'] * 100:.2f} against {others}.")
     return "\n".join(lines)

@@ -75,3 +75,55 @@ def test_ship_refuses_weights_over_25_mb_before_writing_anything(square_dataset,
     with pytest.raises(SegcoreError, match="over the 25 MB"):
         ship_model(tmp_path / "big", "big", data=str(square_dataset), split="test", licence="x", weights_dir=weights)
     assert not weights.exists() or not any(weights.iterdir())
+
+
+def _fake_run(root, name, model_dir, recipe: dict, stage_rows: dict):
+    """A run folder as `segcore train` leaves it: recipe.yaml, each stage's metrics.csv, the model in best/."""
+    import shutil
+
+    import yaml
+
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    for stage, (epochs, seconds) in stage_rows.items():
+        folder = run / stage if recipe.get("stages") else run
+        folder.mkdir(exist_ok=True)
+        rows = ["epoch,step,train_loss,lr,seconds"] + [f"{e},{e * 3},0.5,0.001,{seconds * e / epochs}"
+                                                         for e in range(1, epochs + 1)]
+        (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+    final = run / list(stage_rows)[-1] if recipe.get("stages") else run
+    shutil.copytree(model_dir, final / "best")
+    return final / "best"
+
+
+def test_recorded_runs_make_the_comparison_table(trained_model_dir, square_dataset, tmp_path, capsys):
+    from segcore.ship import comparison_table
+
+    plain = _fake_run(tmp_path / "runs", "labels10-boundary", trained_model_dir,
+                      {"train_fraction": 0.1, "epochs": 6}, {"train": (6, 360.0)})
+    staged = _fake_run(tmp_path / "runs", "labels10-contrastive", trained_model_dir,
+                       {"train_fraction": 0.1, "stages": [{"name": "contrastive", "epochs": 2},
+                                                          {"name": "finetune", "epochs": 4}]},
+                       {"contrastive": (2, 1800.0), "finetune": (4, 1800.0)})
+    results = tmp_path / "results"
+    for model in (plain, staged):
+        assert main(["eval", "--model", str(model), "--data", str(square_dataset), "--split", "test",
+                     "--record", str(results / f"{model.parent.name}.json")]) == 0
+    capsys.readouterr()
+    record = json.loads((results / "finetune.json").read_text())
+    assert record["training"]["run"] == "labels10-contrastive" and record["training"]["epochs"] == 6
+    assert [stage["name"] for stage in record["training"]["stages"]] == ["contrastive", "finetune"]
+    assert record["training"]["wall_seconds"] == pytest.approx(3600.0) and record["images"] == 4
+    table = comparison_table(results)
+    assert "| labels10-contrastive | 10 % | contrastive 2 + finetune 4 | 6 | 1.00 h |" in table
+    assert "| labels10-boundary | 10 % | train 6 | 6 | 0.10 h |" in table
+    assert f"{record['fg_iou'] * 100:.2f}" in table
+    assert "- 10 % of the labels:" in table and "is better" in table  # same model in both: a tie names one
+    assert list(results.glob(".*")) == []  # written through a temporary file that was renamed
+
+
+def test_record_needs_a_trained_model(square_dataset, tmp_path, capsys):
+    code = main(["eval", "--baseline", "center-bias", "--data", str(square_dataset), "--split", "test",
+                 "--record", str(tmp_path / "x.json")])
+    assert code != 0 and "give --model" in capsys.readouterr().err
