@@ -170,6 +170,10 @@ def save_pretrained(
             (staging / CARD_NAME).write_text(model_card, encoding="utf-8")
         elif (directory / CARD_NAME).exists():
             shutil.copy2(directory / CARD_NAME, staging / CARD_NAME)
+        # mkdtemp makes the folder private and safetensors writes 0600: a saved model is meant to be shared.
+        staging.chmod(0o755)
+        for entry in staging.iterdir():
+            entry.chmod(0o644)
         if directory.exists():
             retired = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             shutil.rmtree(retired, ignore_errors=True)

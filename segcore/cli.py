@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def _cmd_eval(args) -> int:
 def _cmd_ship(args) -> int:
     from segcore.ship import WEIGHTS_DIR, ship_model
 
-    command = "python -m segcore " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["ship"] else "segcore ship"
+    command = "python -m segcore " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["ship"] else "segcore ship"
     result = ship_model(args.model, args.name, data=args.data, split=args.split, dataset=args.dataset,
                         licence=args.licence, weights_dir=Path(args.weights_dir) if args.weights_dir else WEIGHTS_DIR,
                         command=command)

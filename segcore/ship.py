@@ -105,8 +105,8 @@ def _baseline_lines(metrics: dict, baseline: dict) -> list[str]:
     for key, better in wins.items():
         lines.append(f"| {key}{' (lower is better)' if key in LOWER_IS_BETTER else ''} | {metrics[key]:.4f} | "
                      f"{baseline[key]:.4f} | {'yes' if better else 'no'} |")
-    verdict = "every" if all(wins.values()) else f"{sum(wins.values())} of {len(wins)}"
-    lines += ["", f"The model beats the baseline on {verdict} metric(s)."]
+    verdict = "every metric" if all(wins.values()) else f"{sum(wins.values())} of {len(wins)} metrics"
+    lines += ["", f"The model beats the baseline on {verdict}."]
     return lines
 
 
@@ -128,7 +128,8 @@ def model_card(name: str, config: dict, metrics: dict, split: str, data: str, li
         f"- recipe: `recipes/{name}.yaml` (loss {recipe.get('loss')}, optimizer {recipe.get('optimizer')}, "
         f"lr {recipe.get('lr')}, batch {recipe.get('batch_size')}, augmentation {recipe.get('augmentation')}, "
         f"normalisation {recipe.get('normalization')})",
-        f"- epochs: {training.get('epochs')}; wall time {hours}; hardware: {hardware}",
+        f"- epochs: {training.get('epochs')} (the selected checkpoint; the recipe runs {recipe.get('epochs')}); "
+        f"wall time {hours}; hardware: {hardware}",
         f"- model selection: {recipe.get('best_metric') or 'default metric'} on the validation data named in the recipe",
         "",
         f"## Measured on `{data}`, split `{split}` ({metrics.get('images')} images, full size)",

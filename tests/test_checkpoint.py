@@ -205,3 +205,10 @@ def test_hub_unreachable_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(_http, "time", no_sleep)
     with pytest.raises(CheckpointError, match="could not be reached|download from the Hugging Face Hub failed"):
         segcore.load_pretrained("someone/some-model")
+
+
+def test_a_saved_model_is_readable_by_others(small_model, tmp_path):
+    directory = segcore.save_pretrained(small_model, tmp_path / "shared-model", model_card="# card\n")
+    assert directory.stat().st_mode & 0o777 == 0o755
+    assert {path.name: path.stat().st_mode & 0o777 for path in directory.iterdir()} == {
+        "model.safetensors": 0o644, "config.json": 0o644, "README.md": 0o644}

@@ -2,7 +2,8 @@
 
 Portrait models must cut the person out of the bundled public-domain astronaut photo: the regions below were
 marked by hand on assets/examples/astronaut.jpg (512x512): face and suit are person, the wall, the shuttle model
-and the flag's upper corner are background. Nothing here needs ../shared.
+and the flag's upper corner are background. Saliency models must look at the astronaut's face more than at the
+photo as a whole and at any background box. Nothing here needs ../shared.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import segcore
-from segcore.ship import WEIGHTS_DIR, shipped_models
+from segcore.ship import WEIGHTS_DIR, beats_baseline, shipped_models
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 SHIPPED = [row["folder"] for row in shipped_models()]
@@ -24,8 +25,10 @@ BACKGROUND_REGIONS = {"wall": (300, 0, 370, 120), "shuttle": (385, 60, 450, 250)
 # A sane person mask covers most of each person box (holes in dark folds of the suit are tolerated) and little of
 # each background box.
 MIN_PERSON_COVER, MAX_BACKGROUND_COVER = 0.75, 0.2
+# A saliency map's mean over the face box, as a multiple of its mean over the whole photo.
+FACE_OVER_IMAGE = 2.0
 # Models whose weights have landed: each must stay shipped.
-EXPECTED = {"portrait-sinet"}
+EXPECTED = {"portrait-sinet", "saliency-unet"}
 
 
 def assert_covers_the_astronaut(person: np.ndarray, what: str) -> None:
@@ -36,6 +39,18 @@ def assert_covers_the_astronaut(person: np.ndarray, what: str) -> None:
     for region, (left, top, right, bottom) in BACKGROUND_REGIONS.items():
         covered = float(person[top:bottom, left:right].mean())
         assert covered < MAX_BACKGROUND_COVER, f"{what} marks the {region} as person ({covered:.2f} covered)"
+
+
+def assert_looks_at_the_astronauts_face(segmenter, what: str) -> None:
+    """People look at faces: a saliency model must put clearly more of its map on the astronaut's face than on
+    the photo as a whole, and more on the face than on any hand-marked background box."""
+    saliency = segmenter.predict(segcore.read_image(EXAMPLES / "astronaut.jpg")).probabilities[0]
+    left, top, right, bottom = PERSON_REGIONS["face"]
+    face = float(saliency[top:bottom, left:right].mean())
+    assert face > FACE_OVER_IMAGE * float(saliency.mean()), f"{what}: face {face:.3f}, image {saliency.mean():.3f}"
+    for region, (left, top, right, bottom) in BACKGROUND_REGIONS.items():
+        background = float(saliency[top:bottom, left:right].mean())
+        assert face > background, f"{what}: the {region} ({background:.3f}) draws more than the face ({face:.3f})"
 
 
 def test_the_expected_models_ship():
@@ -53,6 +68,9 @@ def test_shipped_folder_is_complete_and_small(name):
     assert shipped["split"] and shipped["metrics"] and shipped["licence"]
     card = (folder / "README.md").read_text()
     assert shipped["licence"] in card and shipped["split"] in card
+    if config["task"] == "saliency":  # measured next to the centre-bias baseline, and better on every metric
+        wins = beats_baseline(shipped["metrics"], shipped["baseline"])
+        assert set(wins) == {"cc", "nss", "kld", "sim", "auc_judd"} and all(wins.values()), wins
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -69,7 +87,6 @@ def test_shipped_model_predicts_a_sane_mask(name):
     if task == "portrait":
         assert_covers_the_astronaut(prediction.labels != segmenter.class_names.index("background"), name)
     elif task == "saliency":
-        saliency = prediction.probabilities[0]
-        assert saliency.max() > saliency.min()  # not a constant map
+        assert_looks_at_the_astronauts_face(segmenter, name)
     else:
         assert len(np.unique(prediction.labels)) >= 2  # a street scene holds more than one class

@@ -1,6 +1,6 @@
 """The app with its shipped weights: background removal defaults to the shipped portrait model and cuts out the
 person in the bundled public-domain astronaut photo (regions marked by hand in tests/test_shipped_models.py).
-One test per shipped portrait model."""
+One test per shipped portrait model; the Explore tab shows each shipped saliency model's map."""
 
 from __future__ import annotations
 
@@ -28,3 +28,16 @@ def test_remove_background_cuts_out_the_astronaut(served_shipped_app, tmp_path, 
         alpha = np.asarray(picture)[..., 3].astype(np.float32) / 255.0
     assert_covers_the_astronaut(alpha, f"the {name} cutout")
     assert f"{name}: model" in info and download.endswith(".png")
+
+
+SALIENCY_MODELS = [row["folder"] for row in shipped_models() if row.get("task") == "saliency"]
+
+
+@pytest.mark.parametrize("name", SALIENCY_MODELS)
+def test_explore_shows_a_shipped_saliency_map(served_shipped_app, tmp_path, name):
+    client = Client(served_shipped_app, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    outputs = client.predict(handle_file(str(ASTRONAUT)), name, False, "", api_name="/segment")
+    overlay, info = outputs[1], outputs[-1]
+    with Image.open(overlay) as picture:  # the JET overlay with its colour bar on the right
+        assert picture.size[1] == 512 and picture.size[0] > 512
+    assert "saliency" in info and name in info
