@@ -219,6 +219,7 @@ def shipped_table(weights_dir: Path = WEIGHTS_DIR) -> str:
         shown = ", ".join(f"{key} {value * 100:.1f}" if key not in ("cc", "nss", "kld", "sim", "auc_judd")
                           else f"{key} {value:.3f}" for key, value in metrics.items()
                           if isinstance(value, float) and key not in ("pixel_acc", "mean_acc", "fwiou"))
+        shown += f" ({shipped.get('split')})"
         baseline = shipped.get("baseline")
         if baseline:
             wins = beats_baseline(metrics, baseline)
@@ -228,7 +229,7 @@ def shipped_table(weights_dir: Path = WEIGHTS_DIR) -> str:
         hours = shipped.get("wall_seconds")
         lines.append(
             f"| {row['folder']} | {row['task']} | {row['architecture']} | {shipped.get('parameters', 0) / 1e6:.3f} | "
-            f"{row['input_size'][0]}x{row['input_size'][1]} | {shown} ({shipped.get('split')}) | "
+            f"{row['input_size'][0]}x{row['input_size'][1]} | {shown} | "
             f"{shipped.get('cpu_latency_ms', float('nan')):.1f} ms | "
             f"{shipped.get('epochs')} epochs, {hours / 3600 if hours else float('nan'):.2f} h, {shipped.get('hardware')} |"
         )
@@ -241,9 +242,15 @@ def run_training_summary(model_dir: str | Path) -> dict:
     """What produced a trained model folder (RUN/best, or RUN/STAGE/best of a multi-stage run): recipe name,
     fraction of training labels, each stage's epochs and wall time (from its metrics.csv), and the totals."""
     model_dir = Path(model_dir)
-    candidates = [model_dir.parent, model_dir.parent.parent]
-    run_dir = next((folder for folder in candidates if (folder / "recipe.yaml").is_file()), model_dir.parent)
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else {}
+
+    def recipe_of(folder: Path) -> dict:
+        return yaml.safe_load((folder / "recipe.yaml").read_text()) or {} if (folder / "recipe.yaml").is_file() else {}
+
+    # Each stage folder of a multi-stage run holds its own single-stage recipe; the run's recipe lists the stages.
+    stage_dir, outer = model_dir.parent, model_dir.parent.parent
+    outer_stages = [stage.get("name") for stage in recipe_of(outer).get("stages") or []]
+    run_dir = outer if stage_dir.name in outer_stages else stage_dir
+    recipe = recipe_of(run_dir)
     stage_names = [stage.get("name", f"stage{index}") for index, stage in enumerate(recipe.get("stages") or [])]
     stage_dirs = [(name, run_dir / name) for name in stage_names] or [("train", run_dir)]
     stages = []

@@ -89,6 +89,8 @@ def _fake_run(root, name, model_dir, recipe: dict, stage_rows: dict):
     for stage, (epochs, seconds) in stage_rows.items():
         folder = run / stage if recipe.get("stages") else run
         folder.mkdir(exist_ok=True)
+        if folder != run:  # the trainer writes each stage's own single-stage recipe too
+            (folder / "recipe.yaml").write_text(yaml.safe_dump({"train_fraction": 0.1, "epochs": epochs}))
         rows = ["epoch,step,train_loss,lr,seconds"] + [f"{e},{e * 3},0.5,0.001,{seconds * e / epochs}"
                                                          for e in range(1, epochs + 1)]
         (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
