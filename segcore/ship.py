@@ -66,15 +66,9 @@ def cpu_latency_ms(model: torch.nn.Module, size: tuple[int, int], threads: int =
 
 def _training_summary(model_dir: Path, config: dict) -> dict:
     training = config.get("meta", {}).get("training", {})
-    summary = {"epochs": training.get("epochs_done"), "device": training.get("device"),
-               "recipe": training.get("recipe", {}), "data": training.get("data"), "wall_seconds": None}
-    metrics_csv = model_dir.parent / "metrics.csv"
-    if metrics_csv.is_file():
-        with open(metrics_csv, newline="") as stream:
-            rows = list(csv.DictReader(stream))
-        if rows:
-            summary["wall_seconds"] = float(rows[-1]["seconds"])
-    return summary
+    wall_seconds = run_training_summary(model_dir)["wall_seconds"]  # every stage of the run
+    return {"epochs": training.get("epochs_done"), "device": training.get("device"),
+            "recipe": training.get("recipe", {}), "data": training.get("data"), "wall_seconds": wall_seconds or None}
 
 
 def _format_metrics(metrics: dict, class_names: list[str]) -> list[str]:
