@@ -238,7 +238,8 @@ def run_training_summary(model_dir: str | Path) -> dict:
     model_dir = Path(model_dir)
 
     def recipe_of(folder: Path) -> dict:
-        return yaml.safe_load((folder / "recipe.yaml").read_text()) or {} if (folder / "recipe.yaml").is_file() else {}
+        path = folder / "recipe.yaml"
+        return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
     # Each stage folder of a multi-stage run holds its own single-stage recipe; the run's recipe lists the stages.
     stage_dir, outer = model_dir.parent, model_dir.parent.parent
