@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from typing import Self
 from segcore.engine.config import TrainConfig, load_recipe, write_recipe
 from segcore.engine.events import TrainEvent
 from segcore.errors import SegcoreError
+from segcore.fileio import write_json_atomic
 
 JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.json"
@@ -49,33 +49,11 @@ def default_cpu_threads() -> int:
     return max(1, cores // 2)
 
 
-def write_json_atomic(path: Path, values: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_text(json.dumps(values, indent=1, allow_nan=False), encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def json_safe(value):
-    """NaN and infinities become None (strict JSON); nested containers are cleaned recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    try:  # numpy and torch scalars
-        return json_safe(value.item())
-    except (AttributeError, ValueError):
-        return str(value)
 
 
 def model_folder(run_dir: Path) -> Path | None:
@@ -311,7 +289,7 @@ class JobManager:
             self._save(record)
 
     def _save(self, record: dict) -> None:
-        write_json_atomic(self.root / record["id"] / JOB_FILE, json_safe(record))
+        write_json_atomic(self.root / record["id"] / JOB_FILE, record)
 
     def _record(self, job_id: str) -> dict:
         record = self._jobs.get(job_id)
@@ -560,7 +538,7 @@ class ProgressReporter:
 
     def write(self) -> None:
         self.progress["updated"] = time.time()
-        write_json_atomic(self.path, json_safe(self.progress))
+        write_json_atomic(self.path, self.progress)
         self._last_write = time.monotonic()
 
 

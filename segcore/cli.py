@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from segcore.errors import SegcoreError
+from segcore.fileio import atomic_path, write_json_atomic
 
 
 
@@ -132,9 +132,8 @@ def _cmd_predict(args) -> int:
             probabilities_path = Path(args.probabilities)
             if probabilities_path.suffix != ".npy":
                 raise SegcoreError(f"{probabilities_path}: probabilities are written as .npy; use a path ending in .npy")
-            temporary = probabilities_path.with_name(f".{probabilities_path.name}.tmp.npy")
-            np.save(temporary, prediction.probabilities)
-            temporary.replace(probabilities_path)
+            with atomic_path(probabilities_path) as temporary:
+                np.save(temporary, prediction.probabilities)
     if failures:
         print(f"error: {failures} of {len(images)} file(s) could not be read (listed above)", file=sys.stderr)
         return 1
@@ -200,11 +199,7 @@ def _cmd_eval(args) -> int:
         from segcore.ship import run_training_summary
 
         record = {**metrics, "training": run_training_summary(args.model)}
-        target = Path(args.record)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(temporary, target)
+        write_json_atomic(args.record, record)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -8,13 +8,13 @@ image to the configured size anyway. The export is checked against the eager mod
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from segcore.checkpoint import load_pretrained
 from segcore.errors import SegcoreError
+from segcore.fileio import atomic_path
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -49,13 +49,7 @@ def export_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
     if not torch.allclose(expected, got, atol=1e-4, rtol=1e-4):
         raise SegcoreError(f"the exported program disagrees with the model (max abs error {max_error:.3g}); not written")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(out_path) as temporary:
         torch.export.save(program, temporary)
-        os.replace(temporary, out_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return {"path": str(out_path), "input_shape": [batch_size, 3, height, width], "max_abs_error": max_error,
             "architecture": config["architecture"]}

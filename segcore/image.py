@@ -8,7 +8,6 @@ Writes are atomic (temporary file in the same folder, then rename) so a crash ne
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segcore.errors import ImageError
+from segcore.fileio import atomic_path
 
 # Larger uploads are refused rather than risking memory exhaustion; callers downscale big images after reading.
 MAX_IMAGE_PIXELS = 120_000_000
@@ -117,16 +117,8 @@ def write_image_atomic(image: Image.Image, path: str | os.PathLike) -> Path:
     file_format = Image.registered_extensions().get(path.suffix.lower())
     if file_format is None:
         raise ImageError(f"{path}: unknown image file extension {path.suffix!r}; use .png")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format=file_format)
-        # mkstemp makes the file private (0600); images we write are meant to be read by others too.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        image.save(temporary, format=file_format)
     return path
 
 

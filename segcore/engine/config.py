@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from segcore.errors import SegcoreError
+from segcore.fileio import write_text_atomic
 
 
 @dataclass
@@ -177,6 +178,4 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def write_recipe(config: TrainConfig, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -32,6 +32,7 @@ from segcore.engine.distributed import DistributedContext, all_reduce_sum, barri
 from segcore.engine.evaluate import evaluate
 from segcore.engine.events import TrainEvent
 from segcore.errors import SegcoreError
+from segcore.fileio import atomic_path
 from segcore.inference import Segmenter
 from segcore.losses import build_loss
 from segcore.registry import create_model, model_info
@@ -388,9 +389,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "network": {name: tensor.detach().cpu() for name, tensor in self.trainable_module().state_dict().items()},
         }
-        temporary = self.run_dir / f".{STATE_NAME}.tmp"
-        torch.save(trainer_state, temporary)
-        temporary.replace(self.run_dir / STATE_NAME)
+        with atomic_path(self.run_dir / STATE_NAME) as temporary:
+            torch.save(trainer_state, temporary)
         self._write_metrics(state["history"])
         barrier(self.context)
         self._emit(TrainEvent("checkpoint", self.stage, state["epoch"], 0, state["step"], 0, str(self.device),
@@ -412,12 +412,10 @@ class Trainer:
         columns = []
         for record in history:
             columns.extend(key for key in record if key not in columns)
-        temporary = self.run_dir / ".metrics.csv.tmp"
-        with open(temporary, "w", newline="") as stream:
+        with atomic_path(self.run_dir / "metrics.csv") as temporary, open(temporary, "w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=columns)
             writer.writeheader()
             writer.writerows(history)
-        temporary.replace(self.run_dir / "metrics.csv")
         write_curves(history, self.run_dir / "curves.png", self.best_metric)
 
 
@@ -437,7 +435,8 @@ def write_curves(history: list[dict], path: Path, metric: str) -> None:
         metric_axis.plot(*zip(*validated), marker="o", color="tab:green")
     metric_axis.set(title=f"validation {metric}", xlabel="epoch")
     figure.tight_layout()
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temporary, dpi=80)
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=80)
+    finally:
+        plt.close(figure)
