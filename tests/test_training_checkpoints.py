@@ -1,5 +1,6 @@
-"""Training runs committed mid-way (assets/training/NAME) must stay resumable: their model folder loads strictly
-and their trainer state loads with weights_only=True and matches the model."""
+"""Training runs committed mid-way (assets/training/NAME) must stay resumable: every stage folder with a trainer
+state (the run itself, or RUN/<stage> for a multi-stage recipe) has a model folder that loads strictly and a trainer
+state that loads with weights_only=True and matches the model."""
 
 from __future__ import annotations
 
@@ -11,18 +12,32 @@ import torch
 import segcore
 from segcore.engine.config import load_recipe
 
-RUNS = sorted(path for path in (Path(__file__).resolve().parent.parent / "assets" / "training").glob("*")
-              if (path / "trainer_state.pt").is_file())
+ROOT = Path(__file__).resolve().parent.parent / "assets" / "training"
+STAGES = sorted(state.parent for state in ROOT.rglob("trainer_state.pt"))
 
 
-@pytest.mark.parametrize("run", RUNS, ids=[run.name for run in RUNS])
-def test_committed_run_is_resumable(run):
-    config = load_recipe(run / "recipe.yaml")
-    model = segcore.load_pretrained(run / "last")
+def _run_of(stage: Path) -> Path:
+    return stage if stage.parent == ROOT else stage.parent
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=[str(stage.relative_to(ROOT)) for stage in STAGES])
+def test_committed_run_is_resumable(stage):
+    run = _run_of(stage)
+    recipe = load_recipe(run / "recipe.yaml")
+    config = load_recipe(stage / "recipe.yaml")
+    assert config.model == recipe.model
+    if stage != run:  # a stage of a multi-stage recipe: the run's recipe names it
+        assert stage.name in [name for name, _ in recipe.stage_configs()]
+    model = segcore.load_pretrained(stage / "last")
     assert model.segcore_config["architecture"] == config.model
-    state = torch.load(run / "trainer_state.pt", map_location="cpu", weights_only=True)
+    state = torch.load(stage / "trainer_state.pt", map_location="cpu", weights_only=True)
     assert state["epoch"] == len(state["history"]) >= 1
+    network = state["network"]
+    if config.loss == "contrastive":  # the state holds the model and its projection head: compare the model
+        assert any(name.startswith("head.") for name in network)
+        network = {name[len("model."):]: tensor for name, tensor in network.items() if name.startswith("model.")}
     weights = model.state_dict()
-    for name, tensor in state["network"].items():
+    assert network.keys() == weights.keys()
+    for name, tensor in network.items():
         assert torch.equal(tensor.float(), weights[name].float()), f"{name}: trainer state and last/ disagree"
     assert (run / "README.md").read_text().strip(), "a committed run explains itself"
