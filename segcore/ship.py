@@ -289,4 +289,7 @@ def comparison_table(results_dir: Path) -> str:
             others = ", ".join(f"{r['training']['run']} {r['fg_iou'] * 100:.2f}" for r in group if r is not best)
             lines.append(f"- {fraction * 100:.0f} % of the labels: {best['training']['run']} is better, fg IoU "
                          f"{best['fg_iou'] * 100:.2f} against {others}.")
+        else:
+            lines.append(f"- {fraction * 100:.0f} % of the labels: only {group[0]['training']['run']} is recorded so "
+                         "far; no comparison yet.")
     return "\n".join(lines)

@@ -123,6 +123,9 @@ def test_recorded_runs_make_the_comparison_table(trained_model_dir, square_datas
     assert f"{record['fg_iou'] * 100:.2f}" in table
     assert "- 10 % of the labels:" in table and "is better" in table  # same model in both: a tie names one
     assert list(results.glob(".*")) == []  # written through a temporary file that was renamed
+    (results / "finetune.json").unlink()
+    assert "- 10 % of the labels: only labels10-boundary is recorded so far; no comparison yet." in \
+        comparison_table(results)
 
 
 def test_record_needs_a_trained_model(square_dataset, tmp_path, capsys):
