@@ -48,7 +48,6 @@ def export_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
     max_error = float((expected - got).abs().max())
     if not torch.allclose(expected, got, atol=1e-4, rtol=1e-4):
         raise SegcoreError(f"the exported program disagrees with the model (max abs error {max_error:.3g}); not written")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_path) as temporary:
         torch.export.save(program, temporary)
     return {"path": str(out_path), "input_shape": [batch_size, 3, height, width], "max_abs_error": max_error,

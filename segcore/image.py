@@ -113,7 +113,6 @@ def to_rgb_uint8(image) -> np.ndarray:
 def write_image_atomic(image: Image.Image, path: str | os.PathLike) -> Path:
     """Save a PIL image, format from the suffix, via a temporary file in the same folder and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     file_format = Image.registered_extensions().get(path.suffix.lower())
     if file_format is None:
         raise ImageError(f"{path}: unknown image file extension {path.suffix!r}; use .png")
