@@ -106,6 +106,11 @@ def model_info(name: str) -> dict:
     return _lookup(name).as_dict()
 
 
+def builder_parameters(name: str) -> tuple[str, ...]:
+    """Names of the keyword arguments the builder of model `name` takes."""
+    return tuple(inspect.signature(_lookup(name).builder).parameters)
+
+
 def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Build a registered architecture. The name and kwargs are kept on the model for `save_pretrained`."""
     info = _lookup(name)

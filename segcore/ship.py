@@ -5,12 +5,15 @@ through `evaluate` (full-size images), times it on the CPU at its input size, an
 config.json + README.md (the card: data, split, recipe, epochs, wall time, hardware, parameters, metrics, licence).
 Weights are stored in float16 only when that saves real space (over 5 MB) and changes no metric by more than 0.001;
 weights that would still take over 25 MB are refused before anything is written.
+Training-only auxiliary heads (builders with an `aux_head`/`aux_heads` switch: BiSeNet, DeepLab v3) are left out
+of the shipped file; they never change a prediction.
 A saliency model is measured next to the centre-bias baseline (a centred Gaussian) on the same images, and the card
 says on which metrics it beats the baseline (KLD: lower is better; the others: higher).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import platform
@@ -26,6 +29,7 @@ from segcore.engine.data import open_dataset
 from segcore.engine.evaluate import CenterBias, evaluate
 from segcore.errors import SegcoreError
 from segcore.inference import Segmenter
+from segcore.registry import builder_parameters, create_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
 # Recorded test results of the contrastive-pretraining comparison (issue 6, item 4), rendered into docs/models.md.
@@ -106,7 +110,7 @@ def _baseline_lines(metrics: dict, baseline: dict) -> list[str]:
 
 def model_card(name: str, config: dict, metrics: dict, split: str, data: str, licence: str, training: dict,
                latency_ms: float, parameters: int, hardware: str, command: str,
-               baseline: dict | None = None) -> str:
+               baseline: dict | None = None, notes: str = "") -> str:
     hours = f"{training['wall_seconds'] / 3600:.2f} h" if training.get("wall_seconds") else "unknown"
     recipe = training.get("recipe", {})
     lines = [
@@ -125,6 +129,7 @@ def model_card(name: str, config: dict, metrics: dict, split: str, data: str, li
         f"- epochs: {training.get('epochs')} (the selected checkpoint; the recipe runs {recipe.get('epochs')}); "
         f"wall time {hours}; hardware: {hardware}",
         f"- model selection: {recipe.get('best_metric') or 'default metric'} on the validation data named in the recipe",
+        *([f"- notes: {notes}"] if notes else []),
         "",
         f"## Measured on `{data}`, split `{split}` ({metrics.get('images')} images, full size)",
         "",
@@ -144,10 +149,32 @@ def model_card(name: str, config: dict, metrics: dict, split: str, data: str, li
     return "\n".join(lines)
 
 
+def without_training_heads(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` rebuilt without its auxiliary heads, when its builder can leave them out; else `model` itself.
+
+    The heads only feed training losses (their outputs exist in train mode alone), so every prediction stays the
+    same; the copy's config records the switch, so it loads back as saved.
+    """
+    config = model.segcore_config
+    kwargs = dict(config.get("model_kwargs", {}))
+    parameters = builder_parameters(config["architecture"])
+    switch = next((name for name in ("aux_heads", "aux_head") if name in parameters), None)
+    if switch is None or not any(key.startswith(f"{switch}.") for key in model.state_dict()):
+        return model
+    kwargs[switch] = False
+    slim = create_model(config["architecture"], config["num_classes"], **kwargs)
+    slim.load_state_dict({key: tensor for key, tensor in model.state_dict().items()
+                          if not key.startswith(f"{switch}.")}, strict=True)
+    slim.segcore_config = {**config, "model_kwargs": kwargs}
+    return slim.eval()
+
+
 def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, dataset: str | None = None,
-               licence: str, weights_dir: Path = WEIGHTS_DIR, command: str = "") -> dict:
+               licence: str, weights_dir: Path = WEIGHTS_DIR, command: str = "", hardware: str | None = None,
+               notes: str = "") -> dict:
+    """`hardware` overrides the device the run recorded (e.g. the GPU's name); `notes` go into the card."""
     model_dir = Path(model_dir)
-    model = load_pretrained(model_dir, device="cpu")
+    model = without_training_heads(load_pretrained(model_dir, device="cpu"))
     config = model.segcore_config
     kind = dataset or ("saliency" if config["task"] == "saliency" else "folder")
     evaluation_set = open_dataset(kind, data, split, evaluation=True)
@@ -160,14 +187,13 @@ def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, datas
     parameters = sum(p.numel() for p in model.parameters())
     latency = cpu_latency_ms(model, tuple(config["input_size"]))
     training = _training_summary(model_dir, config)
-    hardware = training.get("device") or "cpu"
+    hardware = hardware or training.get("device") or "cpu"
     if hardware == "cpu":
         hardware = f"CPU ({cpu_name()}, 2 cores)"
     dtype = "float32"
     weights_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     if weights_bytes > HALF_PRECISION_ABOVE_BYTES:
-        half = load_pretrained(model_dir, device="cpu").half().float()
-        half.segcore_config = config
+        half = copy.deepcopy(model).half().float()
         half_metrics = evaluate(Segmenter(half, device="cpu"), evaluation_set)
         # "Costs nothing": no metric moves by more than 0.001 (relative for metrics above 1, e.g. NSS).
         changes = [abs(half_metrics[k] - v) / max(1.0, abs(v)) for k, v in metrics.items() if isinstance(v, float)]
@@ -179,7 +205,7 @@ def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, datas
         raise SegcoreError(f"{name}: the {dtype} weights take {stored_bytes / 2**20:.1f} MB, over the 25 MB a shipped "
                            f"file may take{why}; ship a smaller model")
     card = model_card(name, config, metrics, split, data, licence, training, latency, parameters, hardware, command,
-                      baseline=baseline)
+                      baseline=baseline, notes=notes)
     target = weights_dir / name
     shipped_meta = {"shipped": {"name": name, "split": split, "data": data, "metrics": metrics,
                                 "cpu_latency_ms": latency, "parameters": parameters, "hardware": hardware,

@@ -51,6 +51,47 @@ def test_ship_writes_weights_config_and_a_card_with_measured_metrics(trained_mod
     assert [row["folder"] for row in shipped_models(weights)] == ["tiny-squares"]
 
 
+def test_ship_card_names_the_hardware_and_notes_given(trained_model_dir, square_dataset, tmp_path):
+    weights = tmp_path / "weights"
+    assert main(["ship", str(trained_model_dir), "--name", "tiny", "--data", str(square_dataset), "--split", "test",
+                 "--licence", "x", "--weights-dir", str(weights), "--hardware", "NVIDIA H100 80GB HBM3 (lent)",
+                 "--notes", "trained on a 0.4-scale copy"]) == 0
+    card = (weights / "tiny" / "README.md").read_text()
+    assert "hardware: NVIDIA H100 80GB HBM3 (lent)" in card and "- notes: trained on a 0.4-scale copy" in card
+    assert json.loads((weights / "tiny" / "config.json").read_text())["meta"]["shipped"]["hardware"].startswith("NVIDIA")
+
+
+@pytest.mark.parametrize("name, kwargs, switch", [
+    ("bisenet", {"backbone": "xception39"}, "aux_heads"),
+    ("deeplabv3", {"backbone": "resnet50", "aux_head": True}, "aux_head"),
+])
+def test_shipping_leaves_out_training_only_heads_and_predicts_the_same(tmp_path, name, kwargs, switch):
+    import torch
+
+    import segcore
+    from segcore.ship import without_training_heads
+
+    torch.manual_seed(0)
+    model = segcore.create_model(name, num_classes=3, **kwargs)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so eval mode is not the identity on them
+        model.train()(torch.randn(4, 3, 64, 64))
+    model.eval()
+    slim = without_training_heads(model)
+    assert slim is not model and slim.segcore_config["model_kwargs"][switch] is False
+    dropped = set(model.state_dict()) - set(slim.state_dict())
+    assert dropped and all(key.startswith(f"{switch}.") for key in dropped)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)["out"], slim(x)["out"])
+    segcore.save_pretrained(slim, tmp_path / "slim", input_size=(64, 64))
+    loaded = segcore.load_pretrained(tmp_path / "slim").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x)["out"], slim(x)["out"])
+    assert without_training_heads(loaded) is loaded, "nothing left to remove"
+    sinet = segcore.create_model("sinet", num_classes=2)
+    assert without_training_heads(sinet) is sinet, "a model without the switch is shipped as it is"
+
+
 def test_shipped_table_says_when_nothing_ships(tmp_path):
     assert "(none shipped yet)" in shipped_table(tmp_path)
 

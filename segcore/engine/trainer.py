@@ -361,7 +361,8 @@ class Trainer:
                 "stage": self.stage,
                 "epochs_done": state["epoch"],
                 "steps_done": state["step"],
-                "device": str(self.device),
+                "device": (f"{torch.cuda.get_device_name(self.device)} ({self.device})" if self.device.type == "cuda"
+                           else str(self.device)),
                 "world_size": self.context.world_size,
                 "data": self.data_info.get("description", self.config.data),
             },

@@ -125,7 +125,8 @@ class BiSeNetHead(nn.Sequential):
 
 class BiSeNet(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, backbone: str = "resnet18",
-                 pretrained_backbone: bool = False, context_width: int = 128, fusion_width: int = 256):
+                 pretrained_backbone: bool = False, context_width: int = 128, fusion_width: int = 256,
+                 aux_heads: bool = True):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown BiSeNet backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
@@ -133,7 +134,9 @@ class BiSeNet(nn.Module):
         self.context_path = ContextPath(backbone, pretrained_backbone, in_channels, context_width)
         self.feature_fusion = FeatureFusionModule(2 * context_width, fusion_width)
         self.head = BiSeNetHead(fusion_width, 64, num_classes)
-        self.aux_heads = nn.ModuleList(BiSeNetHead(context_width, context_width, num_classes) for _ in range(2))
+        # The two auxiliary heads only add training losses; aux_heads=False builds the model without them (shipping).
+        self.aux_heads = nn.ModuleList(BiSeNetHead(context_width, context_width, num_classes)
+                                       for _ in range(2 if aux_heads else 0))
 
     @property
     def classifier(self) -> nn.Conv2d:
@@ -145,7 +148,7 @@ class BiSeNet(nn.Module):
         spatial = self.spatial_path(x)
         context, context_features = self.context_path(x, spatial.shape[-2:])
         output = {"out": _upsample(self.head(self.feature_fusion(spatial, context)), size)}
-        if self.training:
+        if self.training and len(self.aux_heads):
             output["aux"] = [_upsample(head(features), size)
                              for head, features in zip(self.aux_heads, context_features)]
         return output
@@ -153,6 +156,9 @@ class BiSeNet(nn.Module):
 
 @register_model("bisenet", task="semantic", paper="arXiv:1808.00897", default_size=(360, 640), realtime=True)
 def bisenet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
-            backbone: str = "resnet18") -> BiSeNet:
-    """Bilateral network: 1/8 spatial path + attention-refined context path; backbone resnet18|resnet101|xception39."""
-    return BiSeNet(num_classes, in_channels=in_channels, backbone=backbone, pretrained_backbone=pretrained_backbone)
+            backbone: str = "resnet18", aux_heads: bool = True) -> BiSeNet:
+    """Bilateral network: 1/8 spatial path + attention-refined context path; backbone resnet18|resnet101|xception39.
+
+    aux_heads=False leaves out the two training-only auxiliary heads (what `segcore ship` stores)."""
+    return BiSeNet(num_classes, in_channels=in_channels, backbone=backbone, pretrained_backbone=pretrained_backbone,
+                   aux_heads=aux_heads)

@@ -90,6 +90,14 @@ def test_aux_heads_only_in_training_mode():
         assert set(model.eval()(x)) == {"out"}
 
 
+def test_without_aux_heads_the_model_trains_on_its_main_output_alone():
+    full = segcore.create_model("bisenet", num_classes=4, backbone="xception39")
+    slim = segcore.create_model("bisenet", num_classes=4, backbone="xception39", aux_heads=False)
+    assert set(slim.train()(torch.randn(2, 3, 65, 79))) == {"out"}
+    removed = {key for key in full.state_dict() if key not in slim.state_dict()}
+    assert removed and all(key.startswith("aux_heads.") for key in removed)
+
+
 def test_unknown_backbone_raises_naming_the_choices():
     with pytest.raises(ValueError, match="vgg16.*resnet18, resnet101, xception39"):
         segcore.create_model("bisenet", num_classes=2, backbone="vgg16")
