@@ -34,6 +34,8 @@ from segcore.registry import builder_parameters, create_model
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
 # Recorded test results of the contrastive-pretraining comparison (issue 6, item 4), rendered into docs/models.md.
 CONTRASTIVE_RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "contrastive"
+# Recorded evaluations of models trained on a lent GPU (issue 6, item 5), set against the shipped CPU models.
+GPU_RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "bisenet-gpu"
 HALF_PRECISION_ABOVE_BYTES = 5 * 2**20
 MAX_FILE_BYTES = 25 * 2**20
 LOWER_IS_BETTER = {"kld"}
@@ -318,4 +320,40 @@ def comparison_table(results_dir: Path) -> str:
         else:
             lines.append(f"- {fraction * 100:.0f} % of the labels: only {group[0]['training']['run']} is recorded so "
                          "far; no comparison yet.")
+    return "\n".join(lines)
+
+
+def _headline(record: dict) -> tuple[str, float]:
+    """The metric a run is ranked by: foreground IoU for two-class (portrait) results, else mIoU."""
+    return ("fg_iou", record["fg_iou"]) if "fg_iou" in record else ("miou", record["miou"])
+
+
+def against_shipped_table(results_dir: Path, weights_dir: Path = WEIGHTS_DIR) -> str:
+    """Markdown table of recorded evaluations (`segcore eval --record FILE`) in `results_dir`, each set against the
+    best other shipped model measured on the same data and split, and whether it ships itself (as a folder of its
+    run's name)."""
+    records = [json.loads(path.read_text()) for path in sorted(Path(results_dir).glob("*.json"))]
+    records = [record for record in records if "training" in record]
+    if not records:
+        return "(no recorded runs yet)"
+    shipped = [(row["folder"], row["meta"]["shipped"]) for row in shipped_models(weights_dir)]
+    lines = ["| run | split | epochs | wall time | metric | best other shipped model, same data and split | ships |",
+             "|---|---|---:|---:|---:|---|---|"]
+    for record in records:
+        training = record["training"]
+        key, value = _headline(record)
+        ships, peers = "no", []
+        for folder, measured in shipped:
+            same = measured["data"] == record["data"] and measured["split"] == record["split"]
+            if not same or key not in measured["metrics"]:
+                continue
+            if folder == training["run"]:
+                ships = f"yes, as {folder}"
+            else:
+                peers.append((measured["metrics"][key], folder))
+        peer = max(peers, default=None)
+        against = (f"{peer[1]}: {key} {peer[0] * 100:.2f} ({'beaten' if value > peer[0] else 'not beaten'})"
+                   if peer else "none")
+        lines.append(f"| {training['run']} | {record['split']} ({record['images']} images) | {training['epochs']} | "
+                     f"{training['wall_seconds'] / 60:.1f} min | {key} {value * 100:.2f} | {against} | {ships} |")
     return "\n".join(lines)

@@ -173,3 +173,43 @@ def test_record_needs_a_trained_model(square_dataset, tmp_path, capsys):
     code = main(["eval", "--baseline", "center-bias", "--data", str(square_dataset), "--split", "test",
                  "--record", str(tmp_path / "x.json")])
     assert code != 0 and "give --model" in capsys.readouterr().err
+
+
+def test_gpu_runs_are_set_against_the_shipped_models_of_the_same_data_and_split(trained_model_dir, square_dataset,
+                                                                                tmp_path, capsys):
+    import shutil
+
+    from segcore.ship import against_shipped_table
+
+    weights, results = tmp_path / "weights", tmp_path / "results"
+    assert main(["ship", str(trained_model_dir), "--name", "cpu-model", "--data", str(square_dataset), "--split",
+                 "test", "--licence", "x", "--weights-dir", str(weights)]) == 0
+    gpu_run = _fake_run(tmp_path / "runs", "gpu-model", trained_model_dir, {"epochs": 6}, {"train": (6, 90.0)})
+    assert main(["eval", "--model", str(gpu_run), "--data", str(square_dataset), "--split", "test",
+                 "--record", str(results / "gpu-model-test.json")]) == 0
+    capsys.readouterr()
+    record = json.loads((results / "gpu-model-test.json").read_text())
+    cpu = json.loads((weights / "cpu-model" / "config.json").read_text())["meta"]["shipped"]["metrics"]["fg_iou"]
+    # The same weights measured twice: equal metrics, so not beaten.
+    row = against_shipped_table(results, weights).splitlines()[2]
+    assert row.startswith(f"| gpu-model | test (4 images) | 6 | 1.5 min | fg_iou {record['fg_iou'] * 100:.2f} |")
+    assert row.endswith(f"| cpu-model: fg_iou {cpu * 100:.2f} (not beaten) | no |")
+    # A weaker one is beaten; a shipped folder of the run's own name means it ships.
+    config_path = weights / "cpu-model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["meta"]["shipped"]["metrics"]["fg_iou"] = cpu - 0.01
+    config_path.write_text(json.dumps(config))
+    shutil.copytree(weights / "cpu-model", weights / "gpu-model")
+    row = against_shipped_table(results, weights).splitlines()[2]
+    assert row.endswith(f"| cpu-model: fg_iou {(cpu - 0.01) * 100:.2f} (beaten) | yes, as gpu-model |")
+    shutil.rmtree(weights / "gpu-model")
+    # A stronger shipped model of the same data and split is named, and the run is not beaten by it.
+    config["meta"]["shipped"]["metrics"]["fg_iou"] = cpu + 0.01
+    config_path.write_text(json.dumps(config))
+    row = against_shipped_table(results, weights).splitlines()[2]
+    assert row.endswith(f"| cpu-model: fg_iou {(cpu + 0.01) * 100:.2f} (not beaten) | no |")
+    # Another split is no comparison.
+    config["meta"]["shipped"]["split"] = "val"
+    config_path.write_text(json.dumps(config))
+    assert against_shipped_table(results, weights).splitlines()[2].endswith("| none | no |")
+    assert against_shipped_table(tmp_path / "nothing", weights) == "(no recorded runs yet)"
