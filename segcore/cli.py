@@ -58,8 +58,11 @@ def _cmd_list(args) -> int:
         print("\n## Contrastive pre-training, measured\n")
         print("SINet on portrait-shen2016 with 10 % and 100 % of the training labels: (a) boundary-aware loss only, "
               "(b) pixel-wise label-based contrastive stage (arXiv:2012.06985) then the boundary-aware fine-tune, equal "
-              "total epochs (recipes/portrait-sinet-labels*.yaml). Test split at full size, recorded by `python -m "
-              "segcore eval --model RUN/.../best --data ROOT --split test --record docs/results/contrastive/RUN.json`.\n")
+              "total epochs (recipes/portrait-sinet-labels*.yaml: 60 epochs); at full length, 150 epochs, the shipped "
+              "portrait-sinet against recipes/portrait-sinet-contrastive.yaml, whose fine-tune ran on a lent H100 from "
+              "a 0.4-scale JPEG copy of the training images (the other runs: the original images, 2 CPU cores). Test "
+              "split at full size, recorded by `python -m segcore eval --model RUN/.../best --data ROOT --split test "
+              "--record docs/results/contrastive/RUN.json`.\n")
         print(comparison_table(CONTRASTIVE_RESULTS_DIR))
         print("\n## BiSeNet trained on a lent GPU, against the CPU models\n")
         print("BiSeNet (ResNet18 context path, from scratch) trained on one lent NVIDIA H100 (recipes/*-bisenet.yaml); "

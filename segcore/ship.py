@@ -291,7 +291,7 @@ def run_training_summary(model_dir: str | Path) -> dict:
 
 def comparison_table(results_dir: Path) -> str:
     """Markdown table of recorded evaluations (`segcore eval --record FILE`) in `results_dir`, grouped by the
-    fraction of training labels, with the better arm of each group named."""
+    fraction of training labels and the total epochs (arms compare at equal epochs), the better arm of each named."""
     records = []
     for path in sorted(Path(results_dir).glob("*.json")):
         record = json.loads(path.read_text())
@@ -299,7 +299,11 @@ def comparison_table(results_dir: Path) -> str:
             records.append(record)
     if not records:
         return "(no recorded runs yet)"
-    records.sort(key=lambda r: (r["training"]["train_fraction"], r["training"]["run"]))
+
+    def group_of(record: dict) -> tuple[float, int]:
+        return record["training"]["train_fraction"], record["training"]["epochs"]
+
+    records.sort(key=lambda r: (*group_of(r), r["training"]["run"]))
     lines = ["| run | training labels | stages (epochs) | epochs | wall time | fg IoU | mIoU | boundary F | split |",
              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for record in records:
@@ -310,16 +314,16 @@ def comparison_table(results_dir: Path) -> str:
             f"{training['wall_seconds'] / 3600:.2f} h | {record['fg_iou'] * 100:.2f} | {record['miou'] * 100:.2f} | "
             f"{record['boundary_f1']:.3f} | {record['split']} ({record['images']} images) |")
     lines.append("")
-    for fraction in sorted({r["training"]["train_fraction"] for r in records}):
-        group = [r for r in records if r["training"]["train_fraction"] == fraction]
+    for fraction, epochs in sorted({group_of(r) for r in records}):
+        group = [r for r in records if group_of(r) == (fraction, epochs)]
+        where = f"{fraction * 100:.0f} % of the labels, {epochs} epochs"
         if len(group) > 1:
             best = max(group, key=lambda r: r["fg_iou"])
             others = ", ".join(f"{r['training']['run']} {r['fg_iou'] * 100:.2f}" for r in group if r is not best)
-            lines.append(f"- {fraction * 100:.0f} % of the labels: {best['training']['run']} is better, fg IoU "
-                         f"{best['fg_iou'] * 100:.2f} against {others}.")
+            lines.append(f"- {where}: {best['training']['run']} is better, fg IoU {best['fg_iou'] * 100:.2f} against "
+                         f"{others}.")
         else:
-            lines.append(f"- {fraction * 100:.0f} % of the labels: only {group[0]['training']['run']} is recorded so "
-                         "far; no comparison yet.")
+            lines.append(f"- {where}: only {group[0]['training']['run']} is recorded so far; no comparison yet.")
     return "\n".join(lines)
 
 

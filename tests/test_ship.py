@@ -162,11 +162,19 @@ def test_recorded_runs_make_the_comparison_table(trained_model_dir, square_datas
     assert "| labels10-contrastive | 10 % | contrastive 2 + finetune 4 | 6 | 1.00 h |" in table
     assert "| labels10-boundary | 10 % | train 6 | 6 | 0.10 h |" in table
     assert f"{record['fg_iou'] * 100:.2f}" in table
-    assert "- 10 % of the labels:" in table and "is better" in table  # same model in both: a tie names one
+    assert "- 10 % of the labels, 6 epochs:" in table and "is better" in table  # same model in both: a tie names one
     assert list(results.glob(".*")) == []  # written through a temporary file that was renamed
     (results / "finetune.json").unlink()
-    assert "- 10 % of the labels: only labels10-boundary is recorded so far; no comparison yet." in \
+    assert "- 10 % of the labels, 6 epochs: only labels10-boundary is recorded so far; no comparison yet." in \
         comparison_table(results)
+    # Arms compare at equal total epochs: a longer run of the same labels forms a group of its own.
+    longer = _fake_run(tmp_path / "runs", "labels10-longer", trained_model_dir,
+                       {"train_fraction": 0.1, "epochs": 9}, {"train": (9, 90.0)})
+    assert main(["eval", "--model", str(longer), "--data", str(square_dataset), "--split", "test",
+                 "--record", str(results / "longer.json")]) == 0
+    table = comparison_table(results)
+    assert "- 10 % of the labels, 6 epochs: only labels10-boundary is recorded so far" in table
+    assert "- 10 % of the labels, 9 epochs: only labels10-longer is recorded so far" in table
 
 
 def test_record_needs_a_trained_model(square_dataset, tmp_path, capsys):
