@@ -180,11 +180,12 @@ def model_benchmark(name: str, size: tuple[int, int] | None = None, batch: int =
     """Median forward latency (eval mode, inference_mode) of a registered model on random input."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from segcore.engine.trainer import resolve_device
     from segcore.registry import create_model, model_info
 
     info = model_info(name)
     height, width = size or info["default_size"]
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device or "auto")  # a clear error, not a CUDA traceback, where no GPU is
     if threads:
         torch.set_num_threads(threads)
     classes = num_classes or (1 if info["task"] == "saliency" else 2)

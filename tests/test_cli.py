@@ -83,6 +83,18 @@ def test_bench_models_reports_ratios_to_a_peer(capsys):
     assert "0.087" in rows[0]  # SINet's parameters in millions
 
 
+@pytest.mark.parametrize("device, message", [("cuda", "no CUDA GPU is available"), ("tpu9", "unknown device")])
+def test_bench_on_a_device_that_is_not_there_says_so(capsys, device, message):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["bench", "models", "--models", "sinet", "--size", "32", "32", "--repeats", "1",
+                 "--device", device]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+
+
 def test_bench_crf_prints_a_row_against_pydensecrf(capsys):
     assert main(["bench", "crf", "--crf-size", "96", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
