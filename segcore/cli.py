@@ -228,7 +228,7 @@ def _cmd_ship(args) -> int:
     command = "python -m segcore " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["ship"] else "segcore ship"
     result = ship_model(args.model, args.name, data=args.data, split=args.split, dataset=args.dataset,
                         licence=args.licence, weights_dir=Path(args.weights_dir) if args.weights_dir else WEIGHTS_DIR,
-                        command=command, hardware=args.hardware, notes=args.notes)
+                        command=command, hardware=args.hardware, notes=args.notes, class_names=args.class_names)
     shown = {k: round(v, 4) for k, v in result["metrics"].items() if isinstance(v, float)}
     print(f"{result['path']}: {shown}, CPU latency {result['cpu_latency_ms']:.1f} ms, weights {result['dtype']}")
     return 0
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--weights-dir", help="where to write (default assets/weights)")
     ship.add_argument("--hardware", help="what the model was trained on, when the run recorded only 'cuda' or 'cpu'")
     ship.add_argument("--notes", default="", help="a line for the card (e.g. how the training data was carried)")
+    ship.add_argument("--class-names", nargs="+", metavar="NAME", help="rename the classes, one name per class in "
+                      "class order (e.g. background person)")
     ship.set_defaults(handler=_cmd_ship)
 
     bench = commands.add_parser("bench", help="benchmark models (latency, FLOPs, memory) or the dense CRF vs pydensecrf2")

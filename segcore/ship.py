@@ -173,11 +173,18 @@ def without_training_heads(model: torch.nn.Module) -> torch.nn.Module:
 
 def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, dataset: str | None = None,
                licence: str, weights_dir: Path = WEIGHTS_DIR, command: str = "", hardware: str | None = None,
-               notes: str = "") -> dict:
-    """`hardware` overrides the device the run recorded (e.g. the GPU's name); `notes` go into the card."""
+               notes: str = "", class_names: list[str] | None = None) -> dict:
+    """`hardware` overrides the device the run recorded (e.g. the GPU's name); `notes` go into the card;
+    `class_names` renames the classes (e.g. background, person for a folder dataset's background, foreground)."""
     model_dir = Path(model_dir)
     model = without_training_heads(load_pretrained(model_dir, device="cpu"))
     config = model.segcore_config
+    if class_names is not None:
+        if len(class_names) != config["num_classes"]:
+            raise SegcoreError(f"{len(class_names)} class names given ({', '.join(class_names)}) for a model with "
+                               f"{config['num_classes']} classes ({', '.join(config['class_names'])}); give one name "
+                               "per class, in class order")
+        model.segcore_config = config = {**config, "class_names": [str(name) for name in class_names]}
     kind = dataset or ("saliency" if config["task"] == "saliency" else "folder")
     evaluation_set = open_dataset(kind, data, split, evaluation=True)
     metrics = evaluate(Segmenter(model, device="cpu"), evaluation_set)

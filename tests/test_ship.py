@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import segcore
 from segcore.cli import main
 from segcore.ship import shipped_models, shipped_table
 from tests.conftest import make_square_scene
@@ -55,10 +56,21 @@ def test_ship_card_names_the_hardware_and_notes_given(trained_model_dir, square_
     weights = tmp_path / "weights"
     assert main(["ship", str(trained_model_dir), "--name", "tiny", "--data", str(square_dataset), "--split", "test",
                  "--licence", "x", "--weights-dir", str(weights), "--hardware", "NVIDIA H100 80GB HBM3 (lent)",
-                 "--notes", "trained on a 0.4-scale copy"]) == 0
+                 "--notes", "trained on a 0.4-scale copy", "--class-names", "background", "red square"]) == 0
     card = (weights / "tiny" / "README.md").read_text()
     assert "hardware: NVIDIA H100 80GB HBM3 (lent)" in card and "- notes: trained on a 0.4-scale copy" in card
-    assert json.loads((weights / "tiny" / "config.json").read_text())["meta"]["shipped"]["hardware"].startswith("NVIDIA")
+    assert "classes: background, red square." in card
+    config = json.loads((weights / "tiny" / "config.json").read_text())
+    assert config["meta"]["shipped"]["hardware"].startswith("NVIDIA")
+    assert config["class_names"] == ["background", "red square"]
+    assert segcore.Segmenter.from_pretrained(weights / "tiny").class_names == ["background", "red square"]
+
+
+def test_ship_refuses_a_class_name_count_that_does_not_match(trained_model_dir, square_dataset, tmp_path, capsys):
+    assert main(["ship", str(trained_model_dir), "--name", "tiny", "--data", str(square_dataset), "--split", "test",
+                 "--licence", "x", "--weights-dir", str(tmp_path / "weights"), "--class-names", "person"]) == 1
+    assert "1 class names given (person) for a model with 2 classes" in capsys.readouterr().err
+    assert not (tmp_path / "weights").exists()
 
 
 @pytest.mark.parametrize("name, kwargs, switch", [
