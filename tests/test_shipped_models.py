@@ -85,6 +85,7 @@ def test_shipped_model_predicts_a_sane_mask(name):
     if prediction.probabilities.shape[0] > 1:
         assert np.allclose(prediction.probabilities.sum(axis=0), 1.0, atol=1e-4)
     if task == "portrait":
+        assert segmenter.class_names == ["background", "person"], "the app names what a portrait model cuts out"
         assert_covers_the_astronaut(prediction.labels != segmenter.class_names.index("background"), name)
     elif task == "saliency":
         assert_looks_at_the_astronauts_face(segmenter, name)
