@@ -70,7 +70,8 @@ def build_config(
             ["background", "foreground"] if num_classes == 2 else [f"class_{index}" for index in range(num_classes)]
         )
     if len(class_names) != num_classes:
-        raise CheckpointError(f"{len(class_names)} class names given for a model with {num_classes} classes")
+        raise CheckpointError(f"{len(class_names)} class names given ({', '.join(map(str, class_names))}) for a model "
+                              f"with {num_classes} classes; give one name per class, in class order")
     if class_colors is None:
         class_colors = base.get("class_colors") or default_palette(max(num_classes, 2))[:num_classes]
     if len(class_colors) != num_classes or any(len(color) != 3 for color in class_colors):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from segcore.checkpoint import load_pretrained, save_pretrained
+from segcore.checkpoint import build_config, load_pretrained, save_pretrained
 from segcore.engine.data import open_dataset
 from segcore.engine.evaluate import CenterBias, evaluate
 from segcore.errors import SegcoreError
@@ -179,12 +179,9 @@ def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, datas
     model_dir = Path(model_dir)
     model = without_training_heads(load_pretrained(model_dir, device="cpu"))
     config = model.segcore_config
-    if class_names is not None:
-        if len(class_names) != config["num_classes"]:
-            raise SegcoreError(f"{len(class_names)} class names given ({', '.join(class_names)}) for a model with "
-                               f"{config['num_classes']} classes ({', '.join(config['class_names'])}); give one name "
-                               "per class, in class order")
-        model.segcore_config = config = {**config, "class_names": [str(name) for name in class_names]}
+    if class_names is not None:  # checked (one per class) before any measuring, as save_pretrained will store them
+        config = {**config, "class_names": build_config(model, class_names=class_names)["class_names"]}
+        model.segcore_config = config
     kind = dataset or ("saliency" if config["task"] == "saliency" else "folder")
     evaluation_set = open_dataset(kind, data, split, evaluation=True)
     metrics = evaluate(Segmenter(model, device="cpu"), evaluation_set)
@@ -296,14 +293,16 @@ def run_training_summary(model_dir: str | Path) -> dict:
             "wall_seconds": sum(stage["wall_seconds"] for stage in stages)}
 
 
+def recorded_runs(results_dir: Path) -> list[dict]:
+    """The evaluations in `results_dir` that `segcore eval --record` wrote (each with its run's training summary)."""
+    records = [json.loads(path.read_text()) for path in sorted(Path(results_dir).glob("*.json"))]
+    return [record for record in records if "training" in record]
+
+
 def comparison_table(results_dir: Path) -> str:
     """Markdown table of recorded evaluations (`segcore eval --record FILE`) in `results_dir`, grouped by the
     fraction of training labels and the total epochs (arms compare at equal epochs), the better arm of each named."""
-    records = []
-    for path in sorted(Path(results_dir).glob("*.json")):
-        record = json.loads(path.read_text())
-        if "training" in record:
-            records.append(record)
+    records = recorded_runs(results_dir)
     if not records:
         return "(no recorded runs yet)"
 
@@ -343,8 +342,7 @@ def against_shipped_table(results_dir: Path, weights_dir: Path = WEIGHTS_DIR) ->
     """Markdown table of recorded evaluations (`segcore eval --record FILE`) in `results_dir`, each set against the
     best other shipped model measured on the same data and split, and whether it ships itself (as a folder of its
     run's name)."""
-    records = [json.loads(path.read_text()) for path in sorted(Path(results_dir).glob("*.json"))]
-    records = [record for record in records if "training" in record]
+    records = recorded_runs(results_dir)
     if not records:
         return "(no recorded runs yet)"
     shipped = [(row["folder"], row["meta"]["shipped"]) for row in shipped_models(weights_dir)]
