@@ -30,7 +30,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT_VERSION = 1
-RESIZE_POLICIES = ("fixed", "max_side", "none")
+RESIZE_POLICIES = ("fixed", "letterbox", "max_side", "none")
 # Files a model folder may hold; anything else means the folder is not ours and must not be replaced.
 _OWNED_FILES = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -52,7 +52,7 @@ def build_config(
     mean=None,
     std=None,
     input_size=None,
-    resize: str = "fixed",
+    resize: str | None = None,
     ignore_index: int | None = 255,
     meta: dict | None = None,
 ) -> dict:
@@ -84,6 +84,8 @@ def build_config(
         input_size = base.get("input_size") or info["default_size"]
     if len(input_size) != 2 or min(input_size) < 1:
         raise CheckpointError(f"input_size must be (height, width), got {input_size!r}")
+    if resize is None:  # the policy the model was trained (and validated) with, as for the other fields
+        resize = base.get("resize") or "fixed"
     if resize not in RESIZE_POLICIES:
         raise CheckpointError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
     merged_meta = dict(base.get("meta", {}))
@@ -126,7 +128,7 @@ def save_pretrained(
     mean=None,
     std=None,
     input_size=None,
-    resize: str = "fixed",
+    resize: str | None = None,
     ignore_index: int | None = 255,
     **meta,
 ) -> Path:

@@ -1,8 +1,9 @@
 """Segmenter: run a saved model on images — convert, resize by the model's policy, normalise, predict, restore size.
 
-Resize policies (config "resize"): "fixed" resizes to the trained input size (as SINet's 224x224), "max_side"
-downscales so the longer side is at most max(input_size) and never upscales, "none" feeds the image as it is.
-Logits are resized back to the input image bilinearly before the softmax/sigmoid, so labels and probabilities
+Resize policies (config "resize"): "fixed" resizes to the trained input size (as SINet's 224x224), "letterbox"
+keeps the aspect ratio, fits the image inside the input size and pads bottom/right with black (the padded logits
+are cropped off again), "max_side" downscales so the longer side is at most max(input_size) and never upscales,
+"none" feeds the image as it is. Logits are resized back to the input image bilinearly before the softmax/sigmoid, so labels and probabilities
 always come back at the caller's H, W.
 """
 
@@ -18,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from segcore.checkpoint import load_pretrained
+from segcore.data.transforms import fit_within
 from segcore.image import read_image, to_rgb_uint8
 
 
@@ -41,14 +43,21 @@ def default_device() -> torch.device:
 
 def network_input_size(height: int, width: int, input_size: tuple[int, int], policy: str) -> tuple[int, int]:
     """The (height, width) the network sees for an image of height x width under a resize policy."""
-    if policy == "fixed":
+    if policy in ("fixed", "letterbox"):
         return int(input_size[0]), int(input_size[1])
     if policy == "max_side":
         scale = min(1.0, max(input_size) / max(height, width))
         return max(1, round(height * scale)), max(1, round(width * scale))
     if policy == "none":
         return height, width
-    raise ValueError(f"unknown resize policy {policy!r}; use fixed, max_side or none")
+    raise ValueError(f"unknown resize policy {policy!r}; use fixed, letterbox, max_side or none")
+
+
+def content_size(height: int, width: int, input_size: tuple[int, int], policy: str) -> tuple[int, int]:
+    """The part of the network input that holds the image (all of it, except under letterbox)."""
+    if policy == "letterbox":
+        return fit_within(height, width, input_size)
+    return network_input_size(height, width, input_size, policy)
 
 
 class Segmenter:
@@ -108,12 +117,17 @@ class Segmenter:
             groups.setdefault(size, []).append(index)
         for size, indices in groups.items():
             start = time.perf_counter()
-            batch = torch.stack([self._to_tensor(arrays[index], size) for index in indices])
+            contents = [content_size(*arrays[index].shape[:2], tuple(self.config["input_size"]), self.config["resize"])
+                        for index in indices]
+            batch = torch.stack([self._to_tensor(arrays[index], size, content)
+                                 for index, content in zip(indices, contents)])
             with torch.inference_mode():
                 logits = self.model(batch)["out"].float()
                 for position, index in enumerate(indices):
                     height, width = arrays[index].shape[:2]
-                    one = F.interpolate(logits[position : position + 1], size=(height, width), mode="bilinear", align_corners=False)[0]
+                    content = contents[position]
+                    one = logits[position : position + 1, :, : content[0], : content[1]]
+                    one = F.interpolate(one, size=(height, width), mode="bilinear", align_corners=False)[0]
                     if one.shape[0] == 1:
                         probabilities = torch.sigmoid(one)
                         labels = (probabilities[0] > 0.5).long()
@@ -130,11 +144,13 @@ class Segmenter:
                 results[index].latency_ms = elapsed
         return results  # type: ignore[return-value]
 
-    def _to_tensor(self, array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    def _to_tensor(self, array: np.ndarray, size: tuple[int, int], content: tuple[int, int]) -> torch.Tensor:
         if not array.flags.writeable:  # arrays viewing a PIL image are read-only; torch wants to own writable memory
             array = array.copy()
         tensor = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float().div_(255.0)
-        if tuple(tensor.shape[-2:]) != tuple(size):
+        if tuple(tensor.shape[-2:]) != tuple(content):
             # antialias: downscaling a photo to 224 px without it aliases fine structures such as hair.
-            tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+            tensor = F.interpolate(tensor[None], size=content, mode="bilinear", align_corners=False, antialias=True)[0]
+        if tuple(content) != tuple(size):  # letterbox: black below and to the right, as in training
+            tensor = F.pad(tensor, (0, size[1] - content[1], 0, size[0] - content[0]))
         return ((tensor[None] - self._mean) / self._std)[0]

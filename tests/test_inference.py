@@ -80,3 +80,57 @@ def test_segmenter_needs_a_config_and_a_real_device():
         model.segcore_config["normalization"] = {"mean": [0, 0, 0], "std": [1, 1, 1]}
         with pytest.raises(ValueError, match="no CUDA GPU"):
             segcore.Segmenter(model, device="cuda")
+
+
+class _RedDetector(torch.nn.Module):
+    """Logits (0, red - 0.5): a pixel is class 1 where the network input is red. Remembers what it was fed."""
+
+    def forward(self, x):
+        self.seen = x.clone()
+        return {"out": torch.stack([torch.zeros_like(x[:, 0]), x[:, 0] - 0.5], dim=1) * 20}
+
+
+def _red_detector(policy: str, input_size=(64, 64)):
+    config = {"architecture": "probe", "num_classes": 2, "class_names": ["background", "red"],
+              "class_colors": [[0, 0, 0], [255, 0, 0]], "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]},
+              "input_size": list(input_size), "resize": policy, "task": "semantic"}
+    return segcore.Segmenter(_RedDetector(), config, device="cpu")
+
+
+@pytest.mark.parametrize("height, width", [(37, 91), (91, 37), (64, 64), (5, 201), (333, 17)])
+def test_letterbox_keeps_the_aspect_ratio_and_round_trips_odd_sizes(height, width):
+    from segcore.data.transforms import fit_within
+    from segcore.inference import content_size
+
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[:, : width // 3, 0] = 255  # a red band on the left third
+    segmenter = _red_detector("letterbox")
+    prediction = segmenter.predict(image)
+    assert prediction.labels.shape == (height, width) and prediction.probabilities.shape == (2, height, width)
+    content = content_size(height, width, (64, 64), "letterbox")
+    assert content == fit_within(height, width, (64, 64)) and max(content) == 64
+    scale = min(64 / height, 64 / width)  # each side is the exactly scaled side, rounded
+    assert abs(content[0] - height * scale) <= 0.5 and abs(content[1] - width * scale) <= 0.5
+    seen = segmenter.model.seen[0]
+    assert seen.shape == (3, 64, 64)
+    assert (seen[:, content[0]:, :] == 0).all() and (seen[:, :, content[1]:] == 0).all(), "pads are black"
+    # The band comes back where it was: padding is cropped off before resizing to the image.
+    expected = np.zeros((height, width), dtype=np.int64)
+    expected[:, : width // 3] = 1
+    edge = max(2, round(width / content[1]) + 1)  # pixels within one network pixel of the band's edge may differ
+    columns = np.r_[: max(0, width // 3 - edge), width // 3 + edge : width]
+    assert np.array_equal(prediction.labels[:, columns], expected[:, columns])
+
+
+def test_letterbox_and_fixed_differ_only_in_geometry():
+    image = np.zeros((30, 90, 3), dtype=np.uint8)
+    image[:, 30:60, 0] = 255
+    fixed, letterbox = _red_detector("fixed"), _red_detector("letterbox")
+    assert np.array_equal(fixed.predict(image).labels, letterbox.predict(image).labels)
+    assert fixed.model.seen.shape == letterbox.model.seen.shape == (1, 3, 64, 64)
+    assert (fixed.model.seen[0, 0, 60:] > 0.5).any(), "fixed squashes the image over the whole input"
+    assert (letterbox.model.seen[0, :, 21:] == 0).all(), "letterbox leaves the bottom two thirds black"
+    # A batch of letterboxed images of different shapes shares one network size and still round-trips each.
+    images = [image, image[:, :45], np.ascontiguousarray(image.transpose(1, 0, 2))]
+    for single, batched in zip(images, letterbox.predict_batch(images)):
+        assert np.array_equal(batched.labels, letterbox.predict(single).labels)

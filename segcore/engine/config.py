@@ -14,8 +14,38 @@ from pathlib import Path
 
 import yaml
 
+from segcore.checkpoint import RESIZE_POLICIES
 from segcore.errors import SegcoreError
 from segcore.fileio import write_text_atomic
+
+SOURCE_KEYS = {"name", "data", "dataset", "train_split", "val_split", "dataset_kwargs", "weight"}
+
+
+def source_problems(sources) -> list[str]:
+    """What is wrong with a recipe's `sources` list (empty when nothing is)."""
+    if sources is None:
+        return []
+    if not isinstance(sources, list) or not sources:
+        return ["sources must be a non-empty list of {name, data, dataset, weight, ...} mappings"]
+    problems, names = [], set()
+    for index, entry in enumerate(sources, start=1):
+        if not isinstance(entry, dict):
+            problems.append(f"source {index} must be a mapping, not {entry!r}")
+            continue
+        unknown = sorted(set(entry) - SOURCE_KEYS)
+        if unknown:
+            problems.append(f"source {index}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(SOURCE_KEYS))}")
+        if not entry.get("name") or not entry.get("data"):
+            problems.append(f"source {index} needs a name and data (its dataset folder)")
+        elif entry["name"] in names:
+            problems.append(f"source name {entry['name']!r} appears twice")
+        names.add(entry.get("name"))
+        weight = entry.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or weight < 0:
+            problems.append(f"source {entry.get('name', index)}: weight must be a number >= 0, not {weight!r}")
+    if not problems and sum(float(entry.get("weight", 1.0)) for entry in sources) <= 0:
+        problems.append("the source weights add up to 0; give at least one a positive weight")
+    return problems
 
 
 @dataclass
@@ -28,6 +58,11 @@ class TrainConfig:
     data: str | None = None  # dataset root
     dataset: str = "folder"  # folder | camvid | voc | saliency
     dataset_kwargs: dict = field(default_factory=dict)
+    # several datasets as one: a list of {name, data, dataset, train_split, val_split, dataset_kwargs, weight};
+    # when set it replaces data/dataset/splits, each epoch samples the sources by weight, validation is per source
+    sources: list | None = None
+    epoch_size: int | None = None  # samples per epoch of a multi-source run (default: all sources' sizes added)
+    composite: dict | None = None  # PersonComposite settings (copy-paste, zoom-out, edge crops); {} = defaults
     train_split: str | None = "train"
     val_split: str | None = "val"
     train_fraction: float = 1.0  # use a seeded random fraction of the training images (label-efficiency runs)
@@ -102,6 +137,9 @@ class TrainConfig:
             problems.append(f"train_fraction must lie in (0, 1], not {self.train_fraction}")
         if self.val_every < 1:
             problems.append(f"val_every must be at least 1, not {self.val_every}")
+        if self.resize not in RESIZE_POLICIES:
+            problems.append(f"resize must be one of {', '.join(RESIZE_POLICIES)}, not {self.resize!r}")
+        problems += source_problems(self.sources)
         if problems:
             raise SegcoreError(f"{source}: " + "; ".join(problems))
 

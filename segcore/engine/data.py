@@ -3,6 +3,7 @@
 Validation images stay untransformed because `evaluate` feeds them through Segmenter at full size, as users see
 them. When a dataset has no validation split (portrait-shen2016 has train/test only), `val_fraction` of the
 training names is held out with a seeded permutation, so the test split is never used to choose a model.
+A recipe with `sources` trains on a MultiSourceDataset and validates on a {source name: dataset} mapping.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from torch.utils.data import Dataset
 from pathlib import Path
 
 from segcore.data import CamVidDataset, FolderDataset, SaliencyDataset, VOCDataset, build_transforms, validate
-from segcore.data.transforms import resolve_normalization
+from segcore.data.multisource import CamVidPersonDataset, MultiSourceDataset, Source
+from segcore.data.transforms import PersonComposite, resolve_normalization
 from segcore.engine.config import TrainConfig
 from segcore.errors import SegcoreError
 
-DATASET_KINDS = ("folder", "camvid", "voc", "saliency")
+DATASET_KINDS = ("folder", "camvid", "camvid-person", "voc", "saliency")
 
 
 class IndexedSubset(Dataset):
@@ -45,6 +47,8 @@ def open_dataset(kind: str, root: str, split: str | None, transform=None, evalua
         return FolderDataset(root, split=split, transform=transform, **kwargs)
     if kind == "camvid":
         return CamVidDataset(root, split=split or "train", transform=transform, **kwargs)
+    if kind == "camvid-person":
+        return CamVidPersonDataset(root, split=split or "train", transform=transform, **kwargs)
     if kind == "voc":
         return VOCDataset(root, split=split or "train", transform=transform, **kwargs)
     if kind == "saliency":
@@ -62,45 +66,100 @@ def _held_out_split(count: int, fraction: float, seed: int) -> tuple[np.ndarray,
 
 def check_dataset(config: TrainConfig):
     """segcore.data.validate on folder-layout data before any training: errors stop the run, naming each file."""
-    if config.dataset not in ("folder", "saliency"):
+    return _check_folder(config.dataset, config.data, config.dataset_kwargs)
+
+
+def _check_folder(kind: str, root: str, dataset_kwargs: dict):
+    if kind not in ("folder", "saliency"):
         return None
-    folders = {"images": config.dataset_kwargs.get("images", "images"),
-               "masks": config.dataset_kwargs.get("masks" if config.dataset == "folder" else "maps", "masks")}
-    report = validate(config.data, **folders)
+    folders = {"images": dataset_kwargs.get("images", "images"),
+               "masks": dataset_kwargs.get("masks" if kind == "folder" else "maps", "masks")}
+    report = validate(root, **folders)
     if not report.ok:
-        raise SegcoreError(f"the data in {config.data} cannot be trained on:\n{report.summary(max_lines=20)}")
+        raise SegcoreError(f"the data in {root} cannot be trained on:\n{report.summary(max_lines=20)}")
     return report
+
+
+def _split_sets(kind: str, root: str, train_split, val_split, kwargs: dict, seed: int, transform=None):
+    """(training set, validation set or None) of one dataset, holding out val_fraction when it has no val split."""
+    kwargs = dict(kwargs)
+    val_fraction = float(kwargs.pop("val_fraction", 0.0))
+    train_set = open_dataset(kind, root, train_split, transform=transform, **kwargs)
+    if val_split:
+        return train_set, open_dataset(kind, root, val_split, evaluation=True, **kwargs)
+    if val_fraction > 0:
+        train_indices, val_indices = _held_out_split(len(train_set), val_fraction, seed)
+        evaluation_set = open_dataset(kind, root, train_split, evaluation=True, **kwargs)
+        return IndexedSubset(train_set, train_indices), IndexedSubset(evaluation_set, val_indices)
+    return train_set, None
+
+
+def _training_transform(config: TrainConfig, normalization: dict, ignore_index: int):
+    # Contrastive pre-training draws (image, distorted view, labels, distorted labels) from each sample.
+    return build_transforms(config.augmentation, config.input_size, normalization, train=True,
+                            ignore_index=ignore_index, contrastive=config.loss == "contrastive",
+                            resize="letterbox" if config.resize == "letterbox" else "fixed")
+
+
+def build_multisource_datasets(config: TrainConfig):
+    """(MultiSourceDataset, {source name: validation set}, info) for a recipe with `sources`."""
+    normalization = resolve_normalization(config.normalization)
+    sources, val_sets, descriptions, warnings = [], {}, [], 0
+    for entry in config.sources:
+        name, root, kind = str(entry["name"]), str(entry["data"]), entry.get("dataset", "folder")
+        if not Path(root).is_dir():
+            raise SegcoreError(f"source {name!r}: {root}: no such dataset folder")
+        kwargs = dict(entry.get("dataset_kwargs") or {})
+        report = _check_folder(kind, root, kwargs)
+        warnings += len(report.warnings) if report is not None else 0
+        train_set, val_set = _split_sets(kind, root, entry.get("train_split", "train"), entry.get("val_split", "val"),
+                                         kwargs, config.seed)
+        sources.append(Source(name, train_set, float(entry.get("weight", 1.0))))
+        if val_set is not None:
+            val_sets[name] = val_set
+        descriptions.append(f"{name}={kind}:{root} ({len(train_set)} train, "
+                            f"{len(val_set) if val_set is not None else 0} val, weight {entry.get('weight', 1.0)})")
+    first = sources[0].dataset
+    ignore_index = first.ignore_index if first.ignore_index is not None else 255
+    composite = PersonComposite(**config.composite) if config.composite is not None else None
+    train_set = MultiSourceDataset(sources, _training_transform(config, normalization, ignore_index),
+                                   composite=composite, epoch_size=config.epoch_size, seed=config.seed)
+    info = {
+        "num_classes": train_set.num_classes,
+        "class_names": list(train_set.class_names),
+        "class_colors": [list(color) for color in train_set.class_colors],
+        "normalization": normalization,
+        "ignore_index": ignore_index,
+        "description": "; ".join(descriptions) + f"; {len(train_set)} samples per epoch",
+        "data_warnings": warnings,
+        "train_images": sum(len(source.dataset) for source in sources),
+        "val_images": sum(len(val_set) for val_set in val_sets.values()),
+    }
+    return train_set, (val_sets or None), info
 
 
 def build_datasets(config: TrainConfig):
     """(training set with augmentation, validation set or None, info dict with classes and normalisation)."""
+    if config.sources:
+        return build_multisource_datasets(config)
     if not config.data:
         raise SegcoreError("no training data: set data (a dataset folder) in the recipe or pass --data ROOT")
     if not Path(config.data).is_dir():
         raise SegcoreError(f"{config.data}: no such dataset folder")
     report = check_dataset(config)
     kwargs = dict(config.dataset_kwargs)
-    val_fraction = float(kwargs.pop("val_fraction", 0.0))
+    kwargs.pop("val_fraction", None)
     normalization = resolve_normalization(config.normalization)
     probe = open_dataset(config.dataset, config.data, config.train_split, **kwargs)
     ignore_index = probe.ignore_index if probe.ignore_index is not None else 255
-    # Contrastive pre-training draws (image, distorted view, labels, distorted labels) from each sample.
-    transform = build_transforms(config.augmentation, config.input_size, normalization, train=True,
-                                 ignore_index=ignore_index, contrastive=config.loss == "contrastive")
-    train_set = open_dataset(config.dataset, config.data, config.train_split, transform=transform, **kwargs)
-    train_indices = np.arange(len(train_set))
-    val_set = None
-    if config.val_split:
-        val_set = open_dataset(config.dataset, config.data, config.val_split, evaluation=True, **kwargs)
-    elif val_fraction > 0:
-        train_indices, val_indices = _held_out_split(len(train_set), val_fraction, config.seed)
-        evaluation_set = open_dataset(config.dataset, config.data, config.train_split, evaluation=True, **kwargs)
-        val_set = IndexedSubset(evaluation_set, val_indices)
+    transform = _training_transform(config, normalization, ignore_index)
+    train_set, val_set = _split_sets(config.dataset, config.data, config.train_split, config.val_split,
+                                     config.dataset_kwargs, config.seed, transform)
     if config.train_fraction < 1.0:
+        base, train_indices = ((train_set.dataset, train_set.indices) if isinstance(train_set, IndexedSubset)
+                               else (train_set, np.arange(len(train_set))))
         keep = max(1, round(len(train_indices) * config.train_fraction))
-        train_indices = np.sort(np.random.default_rng(config.seed + 1).permutation(train_indices)[:keep])
-    if len(train_indices) != len(train_set):
-        train_set = IndexedSubset(train_set, train_indices)
+        train_set = IndexedSubset(base, np.sort(np.random.default_rng(config.seed + 1).permutation(train_indices)[:keep]))
     num_classes = 1 if config.dataset == "saliency" else probe.num_classes
     info = {
         "num_classes": num_classes,

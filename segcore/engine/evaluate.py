@@ -3,7 +3,9 @@
 Validation inside training and `python -m segcore eval` both call `evaluate`, so the number a recipe selects
 `best/` by is the number the CLI reports. Semantic/portrait models: confusion-matrix metrics (+ boundary F for
 two classes); saliency models: CC, NSS, KLD, SIM, AUC-Judd averaged over images. Distributed: each rank takes
-every world_size-th image and the sums are all-reduced.
+every world_size-th image and the sums are all-reduced. `evaluate_sources` scores a {source: dataset} mapping:
+each source's metrics under "source/metric" and, under the plain names, their unweighted mean over sources, so a
+small source (one DAVIS video) counts as much as a large one when `best/` is chosen.
 """
 
 from __future__ import annotations
@@ -54,6 +56,23 @@ def evaluate(
         all_reduce_sum(boundary_sum, context)
         metrics["boundary_f1"] = float(boundary_sum[0] / boundary_sum[1]) if boundary_sum[1] > 0 else float("nan")
     metrics["images"] = count
+    return metrics
+
+
+def evaluate_sources(segmenter: Segmenter, datasets: dict, **options) -> dict:
+    """Metrics per source ("name/fg_iou", ...) and their mean over sources under the plain names."""
+    if not datasets:
+        raise ValueError("evaluate_sources needs at least one validation set")
+    per_source = {name: evaluate(segmenter, dataset, **options) for name, dataset in datasets.items()}
+    metrics: dict = {}
+    for name, scores in per_source.items():
+        metrics.update({f"{name}/{key}": value for key, value in scores.items() if isinstance(value, (int, float))})
+    shared = set.intersection(*(set(scores) for scores in per_source.values()))
+    for key in sorted(shared - {"images"}):
+        values = [scores[key] for scores in per_source.values()]
+        if all(isinstance(value, float) for value in values):
+            metrics[key] = float(np.mean(values))
+    metrics["images"] = sum(int(scores["images"]) for scores in per_source.values())
     return metrics
 
 

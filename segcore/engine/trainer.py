@@ -29,7 +29,8 @@ from segcore.checkpoint import load_pretrained, save_pretrained
 from segcore.engine.config import TrainConfig, write_recipe
 from segcore.engine.data import build_datasets
 from segcore.engine.distributed import DistributedContext, all_reduce_sum, barrier, setup_distributed
-from segcore.engine.evaluate import evaluate
+from segcore.data.multisource import MultiSourceDataset
+from segcore.engine.evaluate import evaluate, evaluate_sources
 from segcore.engine.events import TrainEvent
 from segcore.errors import SegcoreError
 from segcore.fileio import atomic_path
@@ -226,6 +227,8 @@ class Trainer:
             epoch += 1
             seed_everything(config.seed * 1_000_003 + epoch)
             sampler.set_epoch(epoch)
+            if isinstance(self.train_set, MultiSourceDataset):
+                self.train_set.set_epoch(epoch)  # before the loader's workers copy the dataset
             network = self._network_for_epoch(epoch)
             network.train()
             loss_sum = torch.zeros(2, dtype=torch.float64)
@@ -343,9 +346,11 @@ class Trainer:
     def validate(self, encoder_only: bool = False) -> dict:
         network = _EncoderPrediction(self.model) if encoder_only else self.model
         segmenter = Segmenter(network, self.model.segcore_config, device=self.device)
+        options = {"boundary_tolerance": self.config.boundary_tolerance, "context": self.context}
         try:
-            return evaluate(segmenter, self.val_set, boundary_tolerance=self.config.boundary_tolerance,
-                            context=self.context)
+            if isinstance(self.val_set, dict):
+                return evaluate_sources(segmenter, self.val_set, **options)
+            return evaluate(segmenter, self.val_set, **options)
         finally:
             self.model.train()
 

@@ -172,3 +172,21 @@ def test_fixation_resize_keeps_every_point():
     fixations[5, 7] = fixations[30, 41] = fixations[59, 79] = 1
     small = resize_fixations(fixations, (15, 20))
     assert int(small.sum()) == 3 and small[1, 1] == 1 and small[7, 10] == 1 and small[14, 19] == 1
+
+
+@pytest.mark.parametrize("height, width", [(20, 50), (51, 13), (32, 32)])
+def test_letterbox_training_resize_keeps_the_aspect_ratio_and_pads_with_ignore(height, width):
+    from segcore.data.transforms import fit_within
+
+    rng = np.random.default_rng(1)
+    image, mask = block_pattern(height, width, 4, rng)
+    out_image, out_mask = build_transforms("none", (32, 32), normalization="none", resize="letterbox")(image, mask)
+    assert out_image.shape == (3, 32, 32) and out_mask.shape == (32, 32)
+    content_height, content_width = fit_within(height, width, (32, 32))
+    assert (out_mask[content_height:] == IGNORE).all() and (out_mask[:, content_width:] == IGNORE).all()
+    assert (out_mask[:content_height, :content_width] != IGNORE).all()
+    assert (out_image[:, content_height:] == 0).all() and (out_image[:, :, content_width:] == 0).all()
+    agreement, _ = _agreement(out_image, out_mask)
+    assert agreement > 0.99
+    with pytest.raises(ValueError, match="letterbox"):
+        build_transforms("none", (32, 32), resize="max_side")

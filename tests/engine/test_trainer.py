@@ -292,3 +292,41 @@ def test_encoder_phase_validates_the_encoder_prediction_without_choosing_best(sh
     assert "miou" in second and result.best_value == pytest.approx(second["miou"])
     best = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
     assert best["meta"]["training"]["epochs_done"] == 2
+
+
+def test_multi_source_training_validates_each_source_and_chooses_best_on_their_mean(shapes_root, tmp_path):
+    other = write_shapes_dataset(tmp_path / "other", count=24, size=48, seed=7)
+    sources = [{"name": "big", "data": str(shapes_root), "weight": 0.75},
+               {"name": "small", "data": str(other), "weight": 0.25}]
+    config = TrainConfig.from_dict({"model": "unet", "model_kwargs": {"width": 4}, "input_size": [48, 48],
+                                    "sources": sources, "epoch_size": 40, "epochs": 2, "batch_size": 8,
+                                    "threads": 2, "augmentation": "none", "resize": "letterbox", "composite": {},
+                                    "best_metric": "miou"})
+    trainer = Trainer(config, tmp_path / "run")
+    assert len(trainer.train_set) == 40 and set(trainer.val_set) == {"big", "small"}
+    counts = [sum(trainer.train_set.source_of(p) == name for p in range(40)) for name in ("big", "small")]
+    assert counts == [30, 10]
+    result = trainer.fit()
+    with open(tmp_path / "run" / "metrics.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    for row in rows:
+        assert float(row["miou"]) == pytest.approx((float(row["big/miou"]) + float(row["small/miou"])) / 2)
+    assert result.best_value == pytest.approx(max(float(row["miou"]) for row in rows))
+    config_json = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert config_json["resize"] == "letterbox"
+    assert "big=folder" in config_json["meta"]["training"]["data"]
+
+
+def test_source_list_errors_name_the_problem():
+    with pytest.raises(SegcoreError, match="source 1 needs a name and data"):
+        load_recipe(None, ["sources=[{weight: 1}]"])
+    with pytest.raises(SegcoreError, match="unknown key.*wieght"):
+        load_recipe(None, ["sources=[{name: a, data: x, wieght: 2}]"])
+    with pytest.raises(SegcoreError, match="appears twice"):
+        load_recipe(None, ["sources=[{name: a, data: x}, {name: a, data: y}]"])
+    with pytest.raises(SegcoreError, match="add up to 0"):
+        load_recipe(None, ["sources=[{name: a, data: x, weight: 0}]"])
+    with pytest.raises(SegcoreError, match="resize must be one of"):
+        load_recipe(None, ["resize=squash"])
+    with pytest.raises(SegcoreError, match="source 'a'.*no such dataset folder"):
+        Trainer(load_recipe(None, ["sources=[{name: a, data: /nonexistent/folder}]"]), "/tmp/unused-run")
