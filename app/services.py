@@ -38,7 +38,9 @@ EXAMPLES_DIR = ROOT / "assets" / "examples"
 
 APP_MAX_SIDE = 2048  # longer side, in pixels, of what the app processes; larger photos are downscaled on load
 CRF_MAX_PIXELS = 1_000_000  # the CRF runs on a copy downscaled to this size (the result is resized back)
-DEFAULT_PORTRAIT_MODEL = "portrait-sinet"
+# Background removal and the webcam default to the first of these that is installed: person-fast is trained for
+# people in any photo, portrait-sinet (the SINet paper's reproduction) for centred portraits only.
+DEFAULT_BACKGROUND_MODELS = ("person-fast", "portrait-sinet")
 SAMPLE_DATASETS = {"shapes (generated: 96 images, 3 classes)": "shapes"}
 
 
@@ -105,10 +107,11 @@ def model_names(task: str | None = None, background_removal: bool = False) -> li
 
 
 def default_background_model() -> str | None:
-    """The shipped portrait model when present, else the first model that can remove a background."""
+    """The first installed of DEFAULT_BACKGROUND_MODELS, else the first model that can remove a background."""
     names = model_names(background_removal=True)
-    if DEFAULT_PORTRAIT_MODEL in names:
-        return DEFAULT_PORTRAIT_MODEL
+    for name in DEFAULT_BACKGROUND_MODELS:
+        if name in names:
+            return name
     portrait = [entry.name for entry in list_models("portrait", background_removal=True)]
     return (portrait or names or [None])[0]
 
@@ -204,7 +207,7 @@ def remove_background(image, *, model: str | None = None, mode: str = "cutout", 
         raise SegcoreError(f"unknown mode {mode!r}; use one of {', '.join(BACKGROUND_MODES)}")
     model = model or default_background_model()
     if model is None:
-        raise SegcoreError("no model that removes backgrounds is installed; ship portrait-sinet or fine-tune one")
+        raise SegcoreError("no model that removes backgrounds is installed; ship person-fast or portrait-sinet, or fine-tune one")
     entry = find_model(model)
     if not entry.removes_background:
         raise SegcoreError(f"{model} cannot remove backgrounds (its first class is not 'background'); choose one of "

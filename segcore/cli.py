@@ -187,28 +187,63 @@ def _cmd_eval(args) -> int:
     from segcore.engine.evaluate import evaluate
     from segcore.inference import Segmenter
 
-    if args.record and not args.model:
-        raise SegcoreError("--record keeps a trained model's result with its training summary; give --model")
+    chosen = [flag for flag, value in (("--model", args.model), ("--baseline", args.baseline), ("--peer", args.peer))
+              if value]
+    if len(chosen) > 1:
+        raise SegcoreError(f"{' and '.join(chosen)} each choose what to evaluate; give only one of them")
+    if args.record and args.baseline:
+        raise SegcoreError("--record keeps a trained model's (or a peer's) result; give --model or --peer")
     if args.baseline:
         from segcore.engine.evaluate import CenterBias
 
         segmenter = CenterBias(args.sigma)
+    elif args.peer:
+        from segcore.peers import open_peer
+
+        segmenter = open_peer(args.peer)  # before the dataset, so a missing mediapipe is reported first
     elif args.model:
         segmenter = Segmenter.from_pretrained(args.model, device=args.device)
     else:
-        raise SegcoreError("give --model MODEL_DIR (or --baseline center-bias for saliency data)")
-    kind = args.dataset or ("saliency" if segmenter.config.get("task") == "saliency" else "folder")
-    dataset = open_dataset(kind, args.data, args.split, evaluation=True)
-    if kind != "saliency" and dataset.num_classes != segmenter.num_classes:
-        raise SegcoreError(f"{args.data}: the dataset has {dataset.num_classes} classes, the model "
-                           f"{segmenter.num_classes}; evaluate on data labelled with the model's classes")
-    metrics = evaluate(segmenter, dataset, boundary_tolerance=args.boundary_tolerance, limit=args.limit)
-    name = f"center-bias (sigma {args.sigma} of each side)" if args.baseline else str(args.model)
-    metrics = {"model": name, "data": str(args.data), "split": args.split, **metrics}
+        raise SegcoreError("give --model MODEL_DIR (or --baseline center-bias for saliency data, or --peer mediapipe)")
+    if args.resize:
+        if not isinstance(segmenter, Segmenter):
+            raise SegcoreError("--resize changes a trained model's resize policy; give --model")
+        segmenter.config = {**segmenter.config, "resize": args.resize}
+    if bool(args.recipe) == bool(args.data):
+        raise SegcoreError("give --data ROOT (one dataset) or --recipe RECIPE (every validation source of a "
+                           "multi-source recipe), not both")
+    try:
+        if args.recipe:
+            metrics = _evaluate_recipe_sources(segmenter, args)
+        else:
+            kind = args.dataset or ("saliency" if segmenter.config.get("task") == "saliency" else "folder")
+            dataset = open_dataset(kind, args.data, args.split, evaluation=True)
+            if kind != "saliency" and dataset.num_classes != segmenter.num_classes:
+                raise SegcoreError(f"{args.data}: the dataset has {dataset.num_classes} classes, the model "
+                                   f"{segmenter.num_classes}; evaluate on data labelled with the model's classes")
+            metrics = evaluate(segmenter, dataset, boundary_tolerance=args.boundary_tolerance, limit=args.limit)
+        if args.peer:
+            metrics.update(segmenter.latency_summary())
+    finally:
+        if args.peer:
+            segmenter.close()  # stops the peer's worker process
+    if args.baseline:
+        name = f"center-bias (sigma {args.sigma} of each side)"
+    elif args.peer:
+        name = f"{args.peer} ({segmenter.config['runtime']})"
+    else:
+        name = str(args.model)
+    if args.name:
+        name = args.name
+    data, split = (args.recipe, "val") if args.recipe else (str(args.data), args.split)
+    metrics = {"model": name, "data": data, "split": split, **metrics}
+    if args.resize:
+        metrics["resize"] = args.resize
     if args.record:
         from segcore.ship import run_training_summary
 
-        record = {**metrics, "training": run_training_summary(args.model)}
+        # A peer was not trained here: its record has no training summary.
+        record = {**metrics, "training": run_training_summary(args.model)} if args.model else metrics
         write_json_atomic(args.record, record)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -218,8 +253,33 @@ def _cmd_eval(args) -> int:
                 value = ", ".join(f"{label}={score:.4f}" for label, score in zip(segmenter.class_names, value))
             elif isinstance(value, float):
                 value = f"{value:.4f}"
+            elif isinstance(value, dict):  # per source: its headline numbers
+                value = "; ".join(f"{source} " + ", ".join(f"{name} {score:.4f}" for name, score in scores.items()
+                                                           if name in ("fg_iou", "miou", "boundary_f1"))
+                                  for source, scores in value.items())
             print(f"{key:>14}: {value}")
     return 0
+
+
+def _evaluate_recipe_sources(segmenter, args) -> dict:
+    """Metrics on the validation set of every source of a multi-source recipe (the sets its training validates
+    on, held-out parts included): the mean under the plain names and each source's under "sources"."""
+    from segcore.engine.config import load_recipe
+    from segcore.engine.data import build_datasets
+    from segcore.engine.evaluate import evaluate_sources
+
+    config = load_recipe(args.recipe)
+    if not config.sources:
+        raise SegcoreError(f"{args.recipe} has no sources; --recipe evaluates on a multi-source recipe's "
+                           "validation sets (give --data ROOT --split NAME for one dataset)")
+    _, val_sets, _ = build_datasets(config)
+    if not val_sets:
+        raise SegcoreError(f"{args.recipe}: no source has a validation set (val_split or val_fraction)")
+    flat = evaluate_sources(segmenter, val_sets, boundary_tolerance=args.boundary_tolerance, limit=args.limit)
+    metrics = {key: value for key, value in flat.items() if "/" not in key}
+    metrics["sources"] = {name: {key.split("/", 1)[1]: value for key, value in flat.items()
+                                 if key.startswith(f"{name}/")} for name in val_sets}
+    return metrics
 
 
 def _cmd_ship(args) -> int:
@@ -291,7 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--model", help="saved model folder or Hub repo id")
     evaluation.add_argument("--baseline", choices=["center-bias"], help="saliency: score a centred Gaussian instead")
     evaluation.add_argument("--sigma", type=float, default=0.25, help="center-bias: sigma as a fraction of each side")
-    evaluation.add_argument("--data", required=True, help="dataset root")
+    from segcore.peers import PEER_NAMES
+
+    evaluation.add_argument("--peer", choices=PEER_NAMES, help="score another project's segmenter on the same images "
+                            "(mediapipe: MediaPipe selfie segmenter; setup in docs/benchmarks.md)")
+    evaluation.add_argument("--data", help="dataset root")
+    evaluation.add_argument("--recipe", help="instead of --data: every validation source of this multi-source recipe "
+                            "(metrics per source and their mean)")
+    evaluation.add_argument("--resize", choices=["fixed", "letterbox", "max_side", "none"],
+                            help="evaluate a model under another resize policy than the one it was saved with")
+    evaluation.add_argument("--name", help="the name the output and --record give the evaluated model")
     evaluation.add_argument("--split", help="split name (split.txt, CamVid folder, OSIE range)")
     evaluation.add_argument("--dataset", choices=["folder", "camvid", "voc", "saliency"], help="dataset kind")
     evaluation.add_argument("--boundary-tolerance", type=int, default=3, help="pixels, for boundary F")
@@ -299,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
     evaluation.add_argument("--json", action="store_true", help="print JSON")
     evaluation.add_argument("--record", metavar="FILE", help="also write the result with the run's training summary "
-                            "(stages, epochs, wall time, label fraction) to FILE, e.g. docs/results/contrastive/RUN.json")
+                            "(stages, epochs, wall time, label fraction; a peer's has none) to FILE, e.g. "
+                            "docs/results/contrastive/RUN.json")
     evaluation.set_defaults(handler=_cmd_eval)
 
     ship = commands.add_parser("ship", help="measure a trained model on a split and write it with a model card")

@@ -36,6 +36,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
 CONTRASTIVE_RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "contrastive"
 # Recorded evaluations of models trained on a lent GPU (issue 6, item 5), set against the shipped CPU models.
 GPU_RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "bisenet-gpu"
+# Person models and the MediaPipe peer on the same validation sources and test split (issue 13).
+PERSON_RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "persons"
 HALF_PRECISION_ABOVE_BYTES = 5 * 2**20
 MAX_FILE_BYTES = 25 * 2**20
 LOWER_IS_BETTER = {"kld"}
@@ -365,4 +367,42 @@ def against_shipped_table(results_dir: Path, weights_dir: Path = WEIGHTS_DIR) ->
                    if peer else "none")
         lines.append(f"| {training['run']} | {record['split']} ({record['images']} images) | {training['epochs']} | "
                      f"{training['wall_seconds'] / 60:.1f} min | {key} {value * 100:.2f} | {against} | {ships} |")
+    return "\n".join(lines)
+
+
+def _evaluated_sets(record: dict) -> dict[str, dict]:
+    """"source split" -> metrics of one record: per source for `eval --recipe`, else the one data folder."""
+    if "sources" in record:
+        return {f"{name} {record['split']}": metrics for name, metrics in record["sources"].items()}
+    return {f"{Path(record['data']).name} {record['split']}": record}
+
+
+def person_table(results_dir: Path = PERSON_RESULTS_DIR, peer_prefix: str = "mediapipe") -> str:
+    """Markdown table: fg IoU (%) of each recorded model or peer on each evaluated set, and for each model the sets
+    where it is at or above the peer (records written by `segcore eval ... --record docs/results/persons/X.json`)."""
+    records = [json.loads(path.read_text()) for path in sorted(Path(results_dir).glob("*.json"))]
+    if not records:
+        return "(no recorded evaluations yet)"
+    rows: dict[str, dict[str, dict]] = {}
+    for record in records:
+        rows.setdefault(record["model"], {}).update(_evaluated_sets(record))
+    columns = list(dict.fromkeys(column for sets in rows.values() for column in sets))
+    columns.sort(key=lambda column: column.endswith(" test"))  # validation sets first, the test split last
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for model, sets in rows.items():
+        cells = [f"{sets[column]['fg_iou'] * 100:.2f}" if column in sets else "" for column in columns]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    images = {column: next(sets[column]["images"] for sets in rows.values() if column in sets) for column in columns}
+    lines.append("")
+    lines.append("Images per set: " + ", ".join(f"{column} {count}" for column, count in images.items()) + ".")
+    peers = [model for model in rows if model.startswith(peer_prefix)]
+    for peer in peers:
+        for model, sets in rows.items():
+            if model in peers:
+                continue
+            shared = [column for column in columns if column in sets and column in rows[peer]]
+            at_or_above = [column for column in shared if sets[column]["fg_iou"] >= rows[peer][column]["fg_iou"]]
+            below = [column for column in shared if column not in at_or_above]
+            lines.append(f"- {model} against {peer}: at or above on {len(at_or_above)} of {len(shared)} sets"
+                         + (f"; below on {', '.join(below)}" if below else "") + ".")
     return "\n".join(lines)

@@ -233,3 +233,23 @@ def test_gpu_runs_are_set_against_the_shipped_models_of_the_same_data_and_split(
     config_path.write_text(json.dumps(config))
     assert against_shipped_table(results, weights).splitlines()[2].endswith("| none | no |")
     assert against_shipped_table(tmp_path / "nothing", weights) == "(no recorded runs yet)"
+
+
+def test_person_table_sets_each_model_against_the_peer_on_every_set(tmp_path):
+    from segcore.ship import person_table
+
+    def record(name, model, **sets):
+        sources = {key: {"fg_iou": value, "images": 10} for key, value in sets.items()}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"model": model, "split": "val", "sources": sources}))
+
+    record("peer", "mediapipe (general)", coco=0.80, davis=0.90)
+    record("fast", "person-fast", coco=0.85, davis=0.70)
+    (tmp_path / "fast-test.json").write_text(json.dumps(
+        {"model": "person-fast", "data": "/data/portrait-shen2016", "split": "test", "fg_iou": 0.95, "images": 264}))
+    table = person_table(tmp_path)
+    lines = table.splitlines()
+    assert lines[0] == "| model | coco val | davis val | portrait-shen2016 test |"
+    assert "| mediapipe (general) | 80.00 | 90.00 |  |" in lines
+    assert "| person-fast | 85.00 | 70.00 | 95.00 |" in lines
+    assert "- person-fast against mediapipe (general): at or above on 1 of 2 sets; below on davis val." in lines
+    assert person_table(tmp_path / "nothing") == "(no recorded evaluations yet)"

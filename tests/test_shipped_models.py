@@ -27,6 +27,10 @@ BACKGROUND_REGIONS = {"wall": (300, 0, 370, 120), "shuttle": (385, 60, 450, 250)
 MIN_PERSON_COVER, MAX_BACKGROUND_COVER = 0.75, 0.2
 # A saliency map's mean over the face box, as a multiple of its mean over the whole photo.
 FACE_OVER_IMAGE = 2.0
+# Person models (trained for people in any photo, not only portraits) must also leave the generated street, which
+# shows buildings, a tree, a car and no one, almost empty.
+PERSON_MODELS = [name for name in SHIPPED if name.startswith("person-")]
+MAX_PERSON_ON_EMPTY_STREET = 0.02
 # Models whose weights have landed: each must stay shipped.
 EXPECTED = {"camvid-bisenet", "camvid-enet", "portrait-sinet", "saliency-unet"}
 
@@ -51,6 +55,15 @@ def assert_looks_at_the_astronauts_face(segmenter, what: str) -> None:
     for region, (left, top, right, bottom) in BACKGROUND_REGIONS.items():
         background = float(saliency[top:bottom, left:right].mean())
         assert face > background, f"{what}: the {region} ({background:.3f}) draws more than the face ({face:.3f})"
+
+
+@pytest.mark.parametrize("name", PERSON_MODELS)
+def test_person_models_find_no_one_in_an_empty_street(name):
+    segmenter = segcore.Segmenter.from_pretrained(WEIGHTS_DIR / name, device="cpu")
+    assert segmenter.class_names == ["background", "person"]
+    labels = segmenter.predict(segcore.read_image(EXAMPLES / "street-generated.png")).labels
+    person = float((labels == 1).mean())
+    assert person < MAX_PERSON_ON_EMPTY_STREET, f"{name} marks {person:.1%} of the empty street as person"
 
 
 def test_the_expected_models_ship():

@@ -330,3 +330,31 @@ def test_source_list_errors_name_the_problem():
         load_recipe(None, ["resize=squash"])
     with pytest.raises(SegcoreError, match="source 'a'.*no such dataset folder"):
         Trainer(load_recipe(None, ["sources=[{name: a, data: /nonexistent/folder}]"]), "/tmp/unused-run")
+
+
+def test_eval_on_a_recipes_sources_reproduces_validation_and_records_each_source(shapes_root, tmp_path, capsys):
+    other = write_shapes_dataset(tmp_path / "other", count=24, size=48, seed=7)
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(json.dumps({
+        "model": "unet", "model_kwargs": {"width": 4}, "input_size": [48, 48], "augmentation": "none",
+        "sources": [{"name": "a", "data": str(shapes_root)}, {"name": "b", "data": str(other)}],
+        "epoch_size": 24, "epochs": 1, "batch_size": 8, "threads": 2, "best_metric": "miou"}))
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", str(recipe), "--out", str(run)]) == 0, capsys.readouterr().err
+    with open(run / "metrics.csv") as stream:
+        row = list(csv.DictReader(stream))[-1]
+    record = tmp_path / "record.json"
+    capsys.readouterr()
+    assert main(["eval", "--model", str(run / "best"), "--recipe", str(recipe), "--name", "tiny",
+                 "--record", str(record)]) == 0, capsys.readouterr().err
+    assert "a miou" in capsys.readouterr().out
+    saved = json.loads(record.read_text())
+    assert saved["model"] == "tiny" and saved["split"] == "val" and set(saved["sources"]) == {"a", "b"}
+    assert saved["sources"]["a"]["miou"] == pytest.approx(float(row["a/miou"]), abs=1e-6)
+    assert saved["miou"] == pytest.approx(float(row["miou"]), abs=1e-6)
+    assert saved["sources"]["b"]["images"] == 6
+    # Under another resize policy the same model scores differently, and the record says which policy it was.
+    assert main(["eval", "--model", str(run / "best"), "--recipe", str(recipe), "--resize", "fixed", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["resize"] == "fixed"
+    assert main(["eval", "--model", str(run / "best"), "--recipe", str(recipe), "--data", str(other)]) == 1
+    assert "not both" in capsys.readouterr().err
