@@ -62,8 +62,8 @@ def _cmd_list(args) -> int:
               "CamVid val pedestrians with bicyclists ignored) by `python -m segcore eval --model M --recipe "
               "recipes/person-fast.yaml --record docs/results/persons/X.json`, and the Shen 2016 test split by `eval "
               "--data ../shared/data/portrait-shen2016 --split test --record ...`; the peer by `--peer mediapipe` "
-              "(setup in docs/benchmarks.md). `--resize letterbox` rows score a model under the aspect-true policy "
-              "instead of the one it was trained with.\n")
+              "(setup in docs/benchmarks.md). Rows with another policy than the model's own score it through `--resize` "
+              "(portrait-sinet was trained with fixed 224x224 inputs, the person-fast run with letterbox 256x256).\n")
         print(person_table(PERSON_RESULTS_DIR))
         print("\n## Contrastive pre-training, measured\n")
         print("SINet on portrait-shen2016 with 10 % and 100 % of the training labels: (a) boundary-aware loss only, "
