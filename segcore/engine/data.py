@@ -121,7 +121,13 @@ def build_multisource_datasets(config: TrainConfig):
                             f"{len(val_set) if val_set is not None else 0} val, weight {entry.get('weight', 1.0)})")
     first = sources[0].dataset
     ignore_index = first.ignore_index if first.ignore_index is not None else 255
-    composite = PersonComposite(**config.composite) if config.composite is not None else None
+    composite = None
+    if config.composite is not None:
+        try:
+            composite = PersonComposite(**config.composite)
+        except (TypeError, ValueError) as error:
+            raise SegcoreError(f"composite: {error}; see segcore.data.transforms.PersonComposite for its "
+                               "settings") from None
     train_set = MultiSourceDataset(sources, _training_transform(config, normalization, ignore_index),
                                    composite=composite, epoch_size=config.epoch_size, seed=config.seed)
     info = {

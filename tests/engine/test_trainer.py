@@ -358,3 +358,11 @@ def test_eval_on_a_recipes_sources_reproduces_validation_and_records_each_source
     assert json.loads(capsys.readouterr().out)["resize"] == "fixed"
     assert main(["eval", "--model", str(run / "best"), "--recipe", str(recipe), "--data", str(other)]) == 1
     assert "not both" in capsys.readouterr().err
+
+
+def test_bad_composite_settings_name_the_problem(shapes_root, tmp_path):
+    settings = [f"sources=[{{name: a, data: {shapes_root}}}]", "model=unet", "input_size=[48, 48]"]
+    with pytest.raises(SegcoreError, match="composite: .*zoom_range"):
+        Trainer(load_recipe(None, settings + ["composite={zoom_range: [0.5, 2.0]}"]), tmp_path / "run")
+    with pytest.raises(SegcoreError, match="composite: .*paste_chance"):
+        Trainer(load_recipe(None, settings + ["composite={paste_chance: 1}"]), tmp_path / "run")
