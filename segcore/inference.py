@@ -60,7 +60,25 @@ def content_size(height: int, width: int, input_size: tuple[int, int], policy: s
     return network_input_size(height, width, input_size, policy)
 
 
-class Segmenter:
+class ConfigClasses:
+    """Class names, colours and count read from `self.config`: Segmenter and the peers that stand in for it."""
+
+    config: dict
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config["class_names"])
+
+    @property
+    def class_colors(self) -> list[list[int]]:
+        return [list(color) for color in self.config["class_colors"]]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config["num_classes"])
+
+
+class Segmenter(ConfigClasses):
     """A loaded model plus its config; `predict(image)` returns labels and probabilities at the image's size."""
 
     def __init__(self, model: nn.Module, config: dict | None = None, device: str | torch.device | None = None):
@@ -84,17 +102,6 @@ class Segmenter:
         model = load_pretrained(path_or_repo_id)
         return cls(model, device=device)
 
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.config["class_names"])
-
-    @property
-    def class_colors(self) -> list[list[int]]:
-        return [list(color) for color in self.config["class_colors"]]
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.config["num_classes"])
 
     def _prepare(self, image) -> np.ndarray:
         if isinstance(image, (str, os.PathLike)):

@@ -21,7 +21,7 @@ import numpy as np
 
 from segcore.errors import SegcoreError
 from segcore.image import read_image, to_rgb_uint8
-from segcore.inference import Prediction
+from segcore.inference import ConfigClasses, Prediction
 
 MEDIAPIPE_VERSION = "0.10.21"  # the newest release on PyPI that still ships the selfie-segmentation .tflite files
 PYTHON_VARIABLE = "SEGCORE_MEDIAPIPE_PYTHON"
@@ -50,7 +50,7 @@ def open_peer(name: str, backend=None) -> "MediaPipeSelfieSegmenter":
     return MediaPipeSelfieSegmenter(PEERS[name][0], backend=backend)
 
 
-class MediaPipeSelfieSegmenter:
+class MediaPipeSelfieSegmenter(ConfigClasses):
     """MediaPipe's selfie segmenter as a two-class portrait Segmenter: probabilities (1 - p, p), labels p > 0.5.
 
     `backend` (for tests) is any callable RGB uint8 (H, W, 3) -> person confidence (H, W); by default the worker in
@@ -78,18 +78,6 @@ class MediaPipeSelfieSegmenter:
             "resize": "fixed",  # MediaPipe resizes to the model's input and the mask back to the image itself
             "runtime": getattr(backend, "description", "injected backend"),
         }
-
-    @property
-    def num_classes(self) -> int:
-        return 2
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.config["class_names"])
-
-    @property
-    def class_colors(self) -> list[list[int]]:
-        return [list(color) for color in self.config["class_colors"]]
 
     def predict(self, image) -> Prediction:
         """`image`: RGB uint8 (H, W, 3) array (or what Segmenter.predict accepts); latency covers RGB in to labels out."""
