@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 import segcore
-from segcore import compose, visualize
+from segcore import compose, inference, visualize
 from segcore.errors import ImageError, SegcoreError
 from segcore.image import read_image, to_rgb_uint8, write_image_atomic
 from segcore.metrics import ConfusionMatrix
@@ -137,6 +137,31 @@ _segmenter_lock = threading.Lock()
 _segmenters: dict[str, tuple[float, segcore.Segmenter]] = {}
 
 
+RUNTIME_ENV = "SEGCORE_RUNTIME"  # torch, onnxruntime or auto (default: ONNX Runtime where the model exports)
+
+
+def _runtime_for(model) -> str:
+    requested = os.environ.get(RUNTIME_ENV, "auto").strip() or "auto"
+    if requested == "auto":
+        return inference.preferred_runtime(model.segcore_config)
+    if requested not in inference.RUNTIMES:
+        raise SegcoreError(f"{RUNTIME_ENV}={requested!r}: use auto, {' or '.join(inference.RUNTIMES)}")
+    return requested
+
+
+def _load_segmenter(path: Path) -> segcore.Segmenter:
+    """The model at `path` in the runtime the policy picks; torch where its ONNX export fails."""
+    inference.configure_for_serving()  # threads per call and calls at once that never oversubscribe the cores
+    model = segcore.load_pretrained(path, device="cpu")
+    runtime = _runtime_for(model)
+    if runtime == "onnxruntime":
+        try:
+            return segcore.Segmenter(model, device="cpu", runtime=runtime)
+        except SegcoreError as error:
+            log.warning("%s: ONNX Runtime unavailable for this model (%s); running it with torch", path.name, error)
+    return segcore.Segmenter(segcore.load_pretrained(path), runtime="torch")
+
+
 def get_segmenter(name: str) -> segcore.Segmenter:
     """A loaded model, cached by name (reloaded when its weights file changes)."""
     entry = find_model(name)
@@ -144,7 +169,7 @@ def get_segmenter(name: str) -> segcore.Segmenter:
     with _segmenter_lock:
         cached = _segmenters.get(name)
         if cached is None or cached[0] != stamp:
-            _segmenters[name] = (stamp, segcore.Segmenter.from_pretrained(entry.path))
+            _segmenters[name] = (stamp, _load_segmenter(entry.path))
         return _segmenters[name][1]
 
 
@@ -218,10 +243,11 @@ def remove_background(image, *, model: str | None = None, mode: str = "cutout", 
     if mode == "replace" and background_image is not None:
         replacement = load_image(background_image, what="background image").array
     prediction = get_segmenter(model).predict(picture)
-    probabilities = prediction.probabilities
     if crf:
-        probabilities = segcore.refine.dense_crf(picture, probabilities, max_pixels=CRF_MAX_PIXELS)
-    alpha = compose.foreground_alpha(probabilities)
+        probabilities = segcore.refine.dense_crf(picture, prediction.probabilities, max_pixels=CRF_MAX_PIXELS)
+        alpha = compose.foreground_alpha(probabilities)
+    else:
+        alpha = prediction.alpha  # the foreground probability, without a full softmax
     if refine_edges:
         alpha = compose.refine_alpha(picture, alpha)
     if smoother is not None:

@@ -227,3 +227,121 @@ def model_table(results: list[dict], peer: str | None = None) -> str:
             f"{memory} | {r['latency_ms'] / reference['latency_ms']:.2f}x {reference['model']} |"
         )
     return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# End-to-end prediction: what a user of Segmenter (or the app) gets, against a peer in the same run.
+
+PREDICT_TABLE_HEADER = (
+    "| predictor | runtime | threads/call | callers | images | median (ms) | p95 (ms) | images/s | fg IoU % "
+    "| median vs peer |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def bench_images(images: str | None = None, masks: str | None = None, data: str | None = None,
+                 split: str | None = None, limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(name, RGB uint8 image, mask or None) from `images` (+ `masks`, paired by file stem) or a dataset root
+    `data` (+ `split`), decoded before any timing."""
+    from pathlib import Path
+
+    from segcore.data.datasets import decode_binary_mask, is_binary_encoded, read_mask
+    from segcore.errors import SegcoreError
+    from segcore.image import read_image
+
+    if bool(images) == bool(data):
+        raise SegcoreError("give --images DIR (with --masks DIR for accuracy) or --data ROOT [--split S], not both")
+    samples = []
+    if data:
+        from segcore.engine.data import open_dataset
+
+        dataset = open_dataset("folder", data, split, evaluation=True)
+        for index in range(len(dataset) if limit is None else min(limit, len(dataset))):
+            image, mask = dataset.load(index)
+            samples.append((dataset.names[index], image, np.asarray(mask)))
+        return samples
+    folder = Path(images)
+    if not folder.is_dir():
+        raise SegcoreError(f"--images {images}: no such folder; give a folder of photos")
+    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+    files = sorted(path for path in folder.iterdir() if path.suffix.lower() in suffixes)[:limit]
+    if not files:
+        raise SegcoreError(f"--images {images}: no .jpg/.png images there")
+    mask_files = {path.stem: path for path in Path(masks).iterdir()} if masks else {}
+    for path in files:
+        mask = None
+        if masks:
+            mask_path = mask_files.get(path.stem) or mask_files.get(f"{path.stem}_mask")
+            if mask_path is None:
+                raise SegcoreError(f"--masks {masks}: no mask for {path.name} (looked for {path.stem}.png)")
+            mask = read_mask(mask_path)
+            mask = decode_binary_mask(mask) if is_binary_encoded(np.unique(mask)) else mask
+        samples.append((path.name, read_image(path), mask))
+    return samples
+
+
+def _end_to_end(predictor, image: np.ndarray):
+    """One user call: RGB in, labels and alpha out."""
+    prediction = predictor.predict(image)
+    return prediction.labels, prediction.alpha
+
+
+def predict_benchmark(predictor, samples, callers: int = 1, passes: int = 1, warmup: int = 2, name: str = "",
+                      runtime: str = "") -> dict:
+    """Time `predictor.predict` end to end (labels + alpha) over `samples` from `callers` threads at once, each
+    going through every image `passes` times (starting at different images). Latencies are per call, as a caller
+    sees them (waiting for a free inference slot included); fg IoU is pooled over the images with masks."""
+    import threading
+
+    for _, image, _ in samples[:warmup]:
+        _end_to_end(predictor, image)
+    confusion = ConfusionMatrix(2, ignore_index=255)
+    with_masks = [sample for sample in samples if sample[2] is not None]
+    if callers == 1 and with_masks:
+        for _, image, mask in with_masks:
+            labels, _ = _end_to_end(predictor, image)
+            confusion.update(labels, mask)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def caller(offset: int) -> None:
+        order = samples[offset:] + samples[:offset]
+        mine = []
+        try:
+            for _ in range(passes):
+                for _, image, _ in order:
+                    start = time.perf_counter()
+                    _end_to_end(predictor, image)
+                    mine.append((time.perf_counter() - start) * 1000.0)
+        except BaseException as error:  # noqa: BLE001 - reported after the threads join
+            errors.append(error)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=caller, args=(index * len(samples) // callers,)) for index in range(callers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    fg_iou = confusion.compute()["fg_iou"] * 100.0 if with_masks and callers == 1 else None
+    return {"predictor": name, "runtime": runtime, "callers": callers, "images": len(samples),
+            "calls": len(latencies), "median_ms": float(np.median(latencies)),
+            "p95_ms": float(np.percentile(latencies, 95)), "images_per_second": len(latencies) / wall,
+            "fg_iou": fg_iou, "threads": torch.get_num_threads()}
+
+
+def predict_table(results: list[dict], peer: str | None = None) -> str:
+    """Markdown rows for predict_benchmark results; the last column compares each median with the peer's
+    single-caller median (default: the first result's)."""
+    reference = next((r for r in results if r["predictor"] == peer and r["callers"] == 1), results[0])
+    rows = [PREDICT_TABLE_HEADER]
+    for r in results:
+        iou = f"{r['fg_iou']:.2f}" if r["fg_iou"] is not None else ""
+        rows.append(f"| {r['predictor']} | {r['runtime']} | {r['threads']} | {r['callers']} | {r['images']} | "
+                    f"{r['median_ms']:.1f} | {r['p95_ms']:.1f} | {r['images_per_second']:.1f} | {iou} | "
+                    f"{r['median_ms'] / reference['median_ms']:.2f}x |")
+    return "\n".join(rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -164,9 +165,10 @@ def _cmd_export(args) -> int:
     from segcore.export import export_model
 
     size = tuple(args.size) if args.size else None
-    summary = export_model(args.model, args.out, input_size=size, batch_size=args.batch)
-    print(f"{summary['path']}: {summary['architecture']} exported for input {summary['input_shape']} "
-          f"(max abs difference from the model {summary['max_abs_error']:.2e})")
+    export_format = args.format or ("onnx" if Path(args.out).suffix == ".onnx" else "torch")
+    summary = export_model(args.model, args.out, input_size=size, batch_size=args.batch, format=export_format)
+    print(f"{summary['path']}: {summary['architecture']} exported to {summary['format']} for input "
+          f"{summary['input_shape']} (max abs difference from the model {summary['max_abs_error']:.2e})")
     return 0
 
 
@@ -314,11 +316,57 @@ def _cmd_bench(args) -> int:
                                          repeats=args.repeats, threads=args.threads or 1)
             print(result["markdown_row"])
         return 0
+    if args.what == "predict":
+        return _bench_predict(args)
     names = args.models or ["sinet", "enet", "bisenet", "unet"]
     size = tuple(args.size) if args.size else None
     results = [bench.model_benchmark(name, size=size, batch=args.batch, repeats=args.repeats, device=args.device,
                                      threads=args.threads) for name in names]
     print(bench.model_table(results, peer=args.peer))
+    return 0
+
+
+def _shipped_or_path(model: str) -> str:
+    """A model folder, a shipped model's name (assets/weights/NAME) or a Hub repo id, as given."""
+    from segcore.ship import WEIGHTS_DIR
+
+    return str(WEIGHTS_DIR / model) if not Path(model).exists() and (WEIGHTS_DIR / model).is_dir() else model
+
+
+def _bench_predict(args) -> int:
+    from segcore import bench
+    from segcore.inference import RUNTIMES, Segmenter, configure_for_serving, set_num_threads
+
+    if not args.model and not args.peer:
+        raise SegcoreError("bench predict needs --model NAME_OR_DIR (one or more) and/or --peer mediapipe")
+    unknown = [runtime for runtime in args.runtime if runtime not in RUNTIMES]
+    if unknown:
+        raise SegcoreError(f"unknown runtime {unknown[0]!r}; use {' or '.join(RUNTIMES)}")
+    if args.threads:
+        set_num_threads(args.threads)
+    threads, slots = configure_for_serving()  # the app's policy: threads per call, calls at once
+    samples = bench.bench_images(args.images, args.masks, args.data, args.split, args.limit)
+    results = []
+    if args.peer:
+        from segcore.peers import open_peer
+
+        with open_peer(args.peer) as peer:
+            result = bench.predict_benchmark(peer, samples, 1, args.passes, name=args.peer,
+                                             runtime=peer.config["runtime"].split(" (")[0])
+            results.append({**result, "threads": "own"})
+    for model in args.model or []:
+        for runtime in args.runtime:
+            segmenter = Segmenter.from_pretrained(_shipped_or_path(model), device="cpu", runtime=runtime)
+            name = Path(model).name if Path(model).exists() else model
+            for callers in args.concurrency:
+                results.append(bench.predict_benchmark(segmenter, samples, callers, args.passes, name=name,
+                                                       runtime=runtime))
+    print(f"{len(samples)} images, end to end (decoded RGB in, labels + alpha out); {threads} thread(s) per call, "
+          f"{slots} call(s) at once on {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores")
+    print(bench.predict_table(results, peer=args.peer))
+    if args.record:
+        write_json_atomic(Path(args.record), {"samples": len(samples), "threads": threads, "slots": slots,
+                                               "results": results})
     return 0
 
 
@@ -342,10 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.set_defaults(handler=_cmd_predict)
 
-    export = commands.add_parser("export", help="export a saved model to a torch.export program (.pt2)")
+    export = commands.add_parser("export", help="export a saved model to ONNX (.onnx) or a torch.export program (.pt2)")
     export.add_argument("--model", required=True, help="saved model folder or Hugging Face Hub repo id")
-    export.add_argument("--out", required=True, help="output .pt2 file")
-    export.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="input size (default: config)")
+    export.add_argument("--out", required=True, help="output file: .onnx or .pt2")
+    export.add_argument("--format", help="onnx or torch (default: from the --out suffix)")
+    export.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="input size (default: onnx of a dynamic architecture: any size; else the config's)")
     export.add_argument("--batch", type=int, default=1, help="batch size of the exported program")
     export.set_defaults(handler=_cmd_export)
 
@@ -397,9 +447,22 @@ def build_parser() -> argparse.ArgumentParser:
     ship.set_defaults(handler=_cmd_ship)
 
     bench = commands.add_parser("bench", help="benchmark models (latency, FLOPs, memory) or the dense CRF vs pydensecrf2")
-    bench.add_argument("what", choices=["models", "crf"], nargs="?", default="models")
+    bench.add_argument("what", choices=["models", "crf", "predict"], nargs="?", default="models",
+                       help="models: network forward passes; crf: dense CRF vs pydensecrf2; predict: Segmenter end "
+                       "to end on real images")
     bench.add_argument("--models", nargs="+", help="registered model names (default: sinet enet bisenet unet)")
-    bench.add_argument("--peer", help="model the latency ratios refer to (default: the first)")
+    bench.add_argument("--peer", help="models: the model latency ratios refer to (default: the first); predict: "
+                       "a peer segmenter on the same images (mediapipe)")
+    bench.add_argument("--model", nargs="+", help="predict: saved models (shipped name or folder)")
+    bench.add_argument("--images", help="predict: folder of photos")
+    bench.add_argument("--masks", help="predict: folder of masks (same file stems) for fg IoU")
+    bench.add_argument("--data", help="predict: dataset root (instead of --images)")
+    bench.add_argument("--split", help="predict: split of --data (e.g. test)")
+    bench.add_argument("--limit", type=int, help="predict: at most this many images")
+    bench.add_argument("--concurrency", type=int, nargs="+", default=[1], help="predict: callers at once (e.g. 1 2 4)")
+    bench.add_argument("--runtime", nargs="+", default=["torch"], help="predict: torch and/or onnxruntime")
+    bench.add_argument("--passes", type=int, default=1, help="predict: passes over the images per caller")
+    bench.add_argument("--record", help="predict: write the results to this JSON file")
     bench.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="input size (default: each model's)")
     bench.add_argument("--batch", type=int, default=1)
     bench.add_argument("--repeats", type=int, default=10)

@@ -1,20 +1,35 @@
-"""Export a saved model to a `torch.export` program (.pt2) for deployment without segcore's Python classes.
+"""Export a saved model for deployment without segcore's Python classes: ONNX (.onnx, for ONNX Runtime) or a
+`torch.export` program (.pt2).
 
-The program is exported at a fixed input size (the model's config input size unless given): several
-architectures pad or crop skips for odd sizes, which symbolic shapes cannot express, and Segmenter resizes every
-image to the configured size anyway. The export is checked against the eager model before the file is written.
+What each architecture can do is declared in the registry (`onnx="dynamic"`: any height and width;
+`onnx="fixed"`: one size, because it pads or crops skips, unpools by index or pools to fixed bins for odd sizes,
+which the exporters cannot express symbolically). Every export is checked against the eager model before the file
+is written (to a temporary file, then renamed). Architectures that export dynamically go through torch's
+TorchScript-based exporter (it keeps symbolic sizes, and is quick), fixed-size ones through the `torch.export`-based
+one (needs onnxscript), which also handles max-unpooling by index and adaptive pooling.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from segcore.checkpoint import load_pretrained
 from segcore.errors import SegcoreError
 from segcore.fileio import atomic_path
+from segcore.registry import model_info
+
+FORMATS = ("onnx", "torch")
+SUFFIXES = {"onnx": ".onnx", "torch": ".pt2"}
+ONNX_OPSET = 18
+# Exported and eager logits may differ by float rounding: this much, relative to the logits' largest magnitude.
+RELATIVE_TOLERANCE = 1e-4
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -28,27 +43,125 @@ class _LogitsOnly(torch.nn.Module):
         return self.model(x)["out"]
 
 
-def export_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
-                 input_size: tuple[int, int] | None = None, batch_size: int = 1) -> dict:
-    """Export `model_path` (folder or Hub repo id) to `out_path` (.pt2); returns a summary with the check's error."""
-    out_path = Path(out_path)
-    if out_path.suffix != ".pt2":
-        raise SegcoreError(f"{out_path}: exported programs are written as .pt2; use a path ending in .pt2")
-    model = load_pretrained(model_path, device="cpu").eval()
+def _model_size(model: torch.nn.Module) -> tuple[int, int]:
+    """A saved model's configured input size, or the architecture's default for a freshly created one."""
     config = model.segcore_config
-    height, width = input_size or config["input_size"]
+    return tuple(config.get("input_size") or model_info(config["architecture"])["default_size"])
+
+
+def onnx_capability(architecture: str) -> str | None:
+    """"dynamic", "fixed" or None (cannot export), as the architecture's registry entry declares."""
+    return model_info(architecture).get("onnx")
+
+
+def _example(height: int, width: int, batch_size: int = 1, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch_size, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def _check_size(height: int, width: int) -> None:
     if min(height, width) < 32:
         raise SegcoreError(f"input size {height}x{width} is too small; every model needs at least 32x32")
+
+
+def _max_error(expected: torch.Tensor, got: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    got = torch.as_tensor(got)
+    if tuple(got.shape) != tuple(expected.shape):
+        return float("inf"), 0.0
+    return float((expected - got).abs().max()), RELATIVE_TOLERANCE * max(1.0, float(expected.abs().max()))
+
+
+def onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int] | None = None, batch_size: int = 1,
+               check: bool = True) -> bytes:
+    """The model as an ONNX graph: at `input_size`, or with dynamic height and width when None (only for
+    architectures registered with onnx="dynamic"). With `check`, ONNX Runtime must reproduce the eager logits."""
+    model = model.eval()
+    architecture = model.segcore_config["architecture"]
+    capability = onnx_capability(architecture)
+    if capability is None:
+        raise SegcoreError(f"{architecture} cannot be exported to ONNX; run it with runtime='torch'")
+    if input_size is None and capability != "dynamic":
+        height, width = _model_size(model)
+        raise SegcoreError(
+            f"{architecture} exports to ONNX at one fixed size only (it pads or crops skips for odd sizes); pass an "
+            f"input size, e.g. --size {height} {width}")
+    height, width = input_size or _model_size(model)
+    _check_size(height, width)
     wrapper = _LogitsOnly(model).eval()
-    example = torch.randn(batch_size, 3, height, width, generator=torch.Generator().manual_seed(0))
+    example = _example(height, width, batch_size)
+    dynamic = {"image": {2: "height", 3: "width"}, "logits": {2: "height", 3: "width"}} if input_size is None else None
+    with warnings.catch_warnings():  # both exporters warn about traced sizes and their own deprecations
+        warnings.simplefilter("ignore")
+        if capability == "dynamic":  # the TorchScript-based exporter keeps symbolic sizes (and is quick)
+            buffer = io.BytesIO()
+            torch.onnx.export(wrapper, (example,), buffer, input_names=["image"], output_names=["logits"],
+                              opset_version=ONNX_OPSET, dynamic_axes=dynamic, dynamo=False)
+            data = buffer.getvalue()
+        else:  # the torch.export-based one also handles unpooling by index and adaptive pooling at one size
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
+                    program = torch.onnx.export(wrapper, (example,), None, input_names=["image"],
+                                                output_names=["logits"], opset_version=ONNX_OPSET, dynamo=True,
+                                                verbose=False)
+            except ImportError as error:
+                raise SegcoreError(f"exporting {architecture} to ONNX needs onnxscript: pip install onnxscript") from error
+            data = program.model_proto.SerializeToString()
+    if check:
+        sizes = [(height, width)] if dynamic is None else [(height, width), (height + 17, width - 11)]
+        from segcore.inference import OnnxRunner
+
+        runner = OnnxRunner(data, threads=1)
+        for seed, (check_height, check_width) in enumerate(sizes):
+            sample = _example(check_height, check_width, batch_size, seed)
+            with torch.no_grad():
+                expected = wrapper(sample)
+            error, allowed = _max_error(expected, runner(sample.numpy()))
+            if error > allowed:
+                raise SegcoreError(f"the ONNX export of {architecture} disagrees with the model at "
+                                   f"{check_height}x{check_width} (max abs error {error:.3g}); not exported")
+    return data
+
+
+def export_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
+                 input_size: tuple[int, int] | None = None, batch_size: int = 1, format: str = "torch") -> dict:
+    """Export `model_path` (folder or Hub repo id) to `out_path`; returns a summary with the check's error.
+
+    format "onnx": dynamic height/width where the architecture allows and no size is given, else `input_size` or
+    the config's; format "torch": a .pt2 program at `input_size` or the config's size."""
+    if format not in FORMATS:
+        raise SegcoreError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
+    out_path = Path(out_path)
+    if out_path.suffix != SUFFIXES[format]:
+        raise SegcoreError(f"{out_path}: {format} exports are written as {SUFFIXES[format]} files; use a path ending "
+                           f"in {SUFFIXES[format]}")
+    model = load_pretrained(model_path, device="cpu").eval()
+    config = model.segcore_config
+    wrapper = _LogitsOnly(model).eval()
+    if format == "onnx":
+        dynamic = input_size is None and onnx_capability(config["architecture"]) == "dynamic"
+        size = None if dynamic else tuple(input_size or config["input_size"])
+        data = onnx_bytes(model, size, batch_size)
+        from segcore.inference import OnnxRunner
+
+        height, width = size or config["input_size"]
+        example = _example(height, width, batch_size)
+        with torch.no_grad():
+            error, _ = _max_error(wrapper(example), OnnxRunner(data, threads=1)(example.numpy()))
+        with atomic_path(out_path) as temporary:
+            Path(temporary).write_bytes(data)
+        shape = [batch_size, 3, "height" if dynamic else height, "width" if dynamic else width]
+        return {"path": str(out_path), "format": format, "input_shape": shape, "max_abs_error": error,
+                "architecture": config["architecture"]}
+    height, width = input_size or config["input_size"]
+    _check_size(height, width)
+    example = _example(height, width, batch_size)
     with torch.no_grad():
         program = torch.export.export(wrapper, (example,))
         expected = wrapper(example)
         got = program.module()(example)
-    max_error = float((expected - got).abs().max())
-    if not torch.allclose(expected, got, atol=1e-4, rtol=1e-4):
-        raise SegcoreError(f"the exported program disagrees with the model (max abs error {max_error:.3g}); not written")
+    error, allowed = _max_error(expected, got)
+    if error > allowed:
+        raise SegcoreError(f"the exported program disagrees with the model (max abs error {error:.3g}); not written")
     with atomic_path(out_path) as temporary:
         torch.export.save(program, temporary)
-    return {"path": str(out_path), "input_shape": [batch_size, 3, height, width], "max_abs_error": max_error,
-            "architecture": config["architecture"]}
+    return {"path": str(out_path), "format": format, "input_shape": [batch_size, 3, height, width],
+            "max_abs_error": error, "architecture": config["architecture"]}

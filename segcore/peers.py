@@ -87,11 +87,10 @@ class MediaPipeSelfieSegmenter(ConfigClasses):
         if confidence.shape != rgb.shape[:2]:
             raise RuntimeError(f"MediaPipe returned a {confidence.shape} mask for a {rgb.shape[:2]} image")
         person = np.clip(confidence, 0.0, 1.0)
-        probabilities = np.stack([1.0 - person, person])
         labels = (person > 0.5).astype(np.int64)
         latency_ms = (time.perf_counter() - start) * 1000
         self._latencies_ms.append(latency_ms)
-        return Prediction(labels=labels, probabilities=probabilities, latency_ms=latency_ms)
+        return Prediction(labels=labels, alpha=person, latency_ms=latency_ms)  # probabilities on first access
 
     def latency_summary(self) -> dict:
         """Median and mean latency of every predict so far (the median ignores the slow first, warm-up image)."""

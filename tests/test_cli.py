@@ -121,8 +121,36 @@ def test_export_writes_a_program_that_matches_the_model(trained_model_dir, tmp_p
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(program(x), model(x)["out"], atol=1e-4, rtol=1e-4)
-    assert main(["export", "--model", str(trained_model_dir), "--out", str(tmp_path / "x.onnx")]) == 1
+    capsys.readouterr()
+    assert main(["export", "--model", str(trained_model_dir), "--out", str(tmp_path / "x.onnx"),
+                 "--format", "torch"]) == 1
     assert "use a path ending in .pt2" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_onnx_runs_in_onnxruntime_like_the_model(trained_model_dir, tmp_path, capsys):
+    import onnxruntime
+    import torch
+
+    import segcore
+
+    out = tmp_path / "tiny.onnx"
+    assert main(["export", "--model", str(trained_model_dir), "--out", str(out)]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "exported to onnx for input [1, 3, 64, 64]" in printed and "max abs difference" in printed
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    model = segcore.load_pretrained(trained_model_dir)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(x)["out"].numpy()
+    np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4, rtol=1e-4)
+    # bad requests: one clear line each, nothing written
+    assert main(["export", "--model", str(trained_model_dir), "--out", str(tmp_path / "y.tflite"),
+                 "--format", "tflite"]) == 1
+    assert "unknown export format 'tflite'; use one of onnx, torch" in capsys.readouterr().err
+    assert main(["export", "--model", str(trained_model_dir), "--out", str(tmp_path / "y.pt2"), "--format", "onnx"]) == 1
+    assert "use a path ending in .onnx" in capsys.readouterr().err
+    assert not list(tmp_path.glob("y.*"))
 
 
 def test_docs_models_table_lists_every_registered_model():

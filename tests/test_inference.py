@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import segcore
-from segcore.inference import network_input_size
+from segcore.inference import Segmenter, network_input_size
 from tests.conftest import make_square_scene
 
 
@@ -134,3 +134,140 @@ def test_letterbox_and_fixed_differ_only_in_geometry():
     images = [image, image[:, :45], np.ascontiguousarray(image.transpose(1, 0, 2))]
     for single, batched in zip(images, letterbox.predict_batch(images)):
         assert np.array_equal(batched.labels, letterbox.predict(single).labels)
+
+
+# ---------------------------------------------------------------------------------------------- fast pipeline
+
+
+def _reference_postprocess(logits, content, shape):
+    """The pipeline before it was made fast: crop, upsample every class with torch, softmax/sigmoid, argmax."""
+    import torch.nn.functional as F
+
+    one = torch.from_numpy(logits)[None, :, : content[0], : content[1]]
+    one = F.interpolate(one, size=shape, mode="bilinear", align_corners=False)[0]
+    if one.shape[0] == 1:
+        probabilities = torch.sigmoid(one)
+        return (probabilities[0] > 0.5).long().numpy(), probabilities.numpy()
+    probabilities = torch.softmax(one, dim=0)
+    return probabilities.argmax(dim=0).numpy(), probabilities.numpy()
+
+
+@pytest.mark.parametrize("channels", [1, 2, 5])
+@pytest.mark.parametrize("content, shape", [((56, 64), (97, 131)), ((64, 64), (600, 480)), ((64, 48), (31, 20))])
+def test_fast_postprocess_matches_the_full_resolution_softmax(channels, content, shape):
+    """Labels from one upsampled logit margin (or logits, for more classes) equal the argmax of the upsampled
+    softmax; probabilities and alpha, computed only when read, agree within 1e-4."""
+    from segcore.compose import foreground_alpha
+
+    rng = np.random.default_rng(channels)
+    logits = (rng.normal(size=(channels, 64, 64)) * 3).astype(np.float32)
+    segmenter = Segmenter(segcore.create_model("unet", num_classes=channels, width=8),
+                          config={"normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}, "input_size": [64, 64],
+                                  "resize": "letterbox"}, device="cpu")
+    prediction = segmenter._postprocess(logits, content, shape)
+    labels, probabilities = _reference_postprocess(logits, content, shape)
+    assert prediction._probabilities is None  # nothing at full size but the labels yet
+    if channels == 2:
+        margin = np.abs(probabilities[1] - probabilities[0])
+    else:
+        top = np.sort(probabilities, axis=0)
+        margin = top[-1] - top[-2] if channels > 1 else np.abs(probabilities[0] - 0.5)
+    decided = margin > 1e-4  # OpenCV and torch round the interpolation weights differently
+    assert decided.mean() > 0.999
+    np.testing.assert_array_equal(prediction.labels[decided], labels[decided])
+    assert prediction.labels.dtype == np.int64 and prediction.labels.shape == shape
+    np.testing.assert_allclose(prediction.probabilities, probabilities, atol=1e-4)
+    np.testing.assert_allclose(prediction.alpha, foreground_alpha(probabilities), atol=1e-4)
+
+
+def test_input_is_resized_with_area_interpolation_and_letterboxed_black():
+    segmenter = Segmenter(segcore.create_model("unet", num_classes=2, width=8),
+                          config={"normalization": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.5]},
+                                  "input_size": [64, 64], "resize": "letterbox"}, device="cpu")
+    image = np.zeros((120, 240, 3), dtype=np.uint8)
+    image[:, ::2] = 255  # one-pixel stripes: area interpolation averages them to grey instead of aliasing
+    network_input = segmenter.network_input(image, (64, 64), (32, 64))
+    assert network_input.shape == (3, 64, 64) and network_input.dtype == np.float32
+    mean, std = np.array([0.5, 0.4, 0.3])[:, None, None], np.array([0.2, 0.25, 0.5])[:, None, None]
+    recovered = network_input * std + mean  # back to 0..1
+    # every output pixel averages 3.75 columns of alternating stripes: 0.47..0.53, never 0 or 1 as sampling gives
+    assert np.abs(recovered[:, :32] - 0.5).max() < 0.04
+    black = -np.array([0.5, 0.4, 0.3]) / np.array([0.2, 0.25, 0.5])
+    np.testing.assert_allclose(network_input[:, 32:], np.broadcast_to(black[:, None, None], (3, 32, 64)), atol=1e-6)
+
+
+def test_onnxruntime_segmenter_equals_torch(tmp_path):
+    """The same saved model through ONNX Runtime: identical labels (off exact ties), probabilities within 1e-4."""
+    torch.manual_seed(0)
+    model = segcore.create_model("sinet", num_classes=2).eval()
+    segcore.save_pretrained(model, tmp_path / "m", class_names=["background", "person"], input_size=(96, 96),
+                            normalization="imagenet", resize="letterbox")
+    torch_segmenter = Segmenter.from_pretrained(tmp_path / "m", device="cpu")
+    onnx_segmenter = Segmenter.from_pretrained(tmp_path / "m", runtime="onnxruntime")
+    assert onnx_segmenter.runtime == "onnxruntime" and torch_segmenter.runtime == "torch"
+    image = np.random.default_rng(0).integers(0, 256, (131, 97, 3), dtype=np.uint8)
+    expected, got = torch_segmenter.predict(image), onnx_segmenter.predict(image)
+    np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-4)
+    decided = np.abs(expected.probabilities[1] - 0.5) > 1e-4
+    np.testing.assert_array_equal(got.labels[decided], expected.labels[decided])
+    with pytest.raises(segcore.SegcoreError, match="unknown runtime 'tensorrt'"):
+        Segmenter(torch_segmenter.model, config=torch_segmenter.config, runtime="tensorrt")
+
+
+def test_thread_policy_sets_threads_and_slots(monkeypatch):
+    from segcore import inference
+
+    previous = torch.get_num_threads()
+    monkeypatch.setattr(inference, "_threads", None)
+    try:
+        monkeypatch.setenv("SEGCORE_THREADS", "1")
+        assert inference.serving_threads(cores=16) == 1
+        assert inference.apply_thread_policy() == 1 and torch.get_num_threads() == 1
+        assert inference.inference_slots(threads=1, cores=2) == 2
+        assert inference.inference_slots(threads=4, cores=2) == 1
+        monkeypatch.delenv("SEGCORE_THREADS")
+        assert inference.serving_threads(cores=16) == 4 and inference.serving_threads(cores=2) == 1
+        monkeypatch.setenv("SEGCORE_THREADS", "two")
+        with pytest.raises(segcore.SegcoreError, match="SEGCORE_THREADS='two' is not a whole number"):
+            inference.serving_threads()
+        with pytest.raises(segcore.SegcoreError, match="at least 1"):
+            inference.set_num_threads(0)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_concurrent_callers_never_run_more_predictions_than_slots(monkeypatch):
+    """Six threads calling one Segmenter: at most inference_slots() predictions run at once, all finish."""
+    import threading
+    import time
+
+    from segcore import inference
+
+    monkeypatch.setattr(inference, "inference_slots", lambda threads=None, cores=None: 2)
+    segmenter = Segmenter(segcore.create_model("unet", num_classes=2, width=8),
+                          config={"normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}, "input_size": [64, 64],
+                                  "resize": "fixed"}, device="cpu")
+    running, most, lock = [0], [0], threading.Lock()
+    real_runner = segmenter.runner
+
+    def counting_runner(batch):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        try:
+            return real_runner(batch)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    segmenter.runner = counting_runner
+    image = np.zeros((40, 50, 3), dtype=np.uint8)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(segmenter.predict(image).labels.shape)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [(40, 50)] * 6
+    assert most[0] == 2

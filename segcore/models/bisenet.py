@@ -154,7 +154,8 @@ class BiSeNet(nn.Module):
         return output
 
 
-@register_model("bisenet", task="semantic", paper="arXiv:1808.00897", default_size=(360, 640), realtime=True)
+@register_model("bisenet", task="semantic", paper="arXiv:1808.00897",
+                default_size=(360, 640), realtime=True, onnx="dynamic")
 def bisenet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
             backbone: str = "resnet18", aux_heads: bool = True) -> BiSeNet:
     """Bilateral network: 1/8 spatial path + attention-refined context path; backbone resnet18|resnet101|xception39.

@@ -237,20 +237,20 @@ class DeepLabV3(nn.Module):
         return result
 
 
-@register_model("deeplabv1", task="semantic", paper="arXiv:1412.7062", default_size=(321, 321))
+@register_model("deeplabv1", task="semantic", paper="arXiv:1412.7062", default_size=(321, 321), onnx="dynamic")
 def deeplabv1(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False) -> DeepLabLargeFOV:
     """DeepLab-LargeFOV: atrous VGG16 at output stride 8, fc6 at rate 12, bilinear upsampling (no CRF)."""
     return DeepLabLargeFOV(num_classes, in_channels, pretrained_backbone)
 
 
-@register_model("deeplabv2", task="semantic", paper="arXiv:1606.00915", default_size=(321, 321))
+@register_model("deeplabv2", task="semantic", paper="arXiv:1606.00915", default_size=(321, 321), onnx="dynamic")
 def deeplabv2(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
               backbone: str = "resnet101") -> DeepLabV2:
     """DeepLab v2: atrous ResNet-101 at output stride 8 with ASPP-L (rates 6/12/18/24, summed scores)."""
     return DeepLabV2(num_classes, in_channels, backbone, pretrained_backbone)
 
 
-@register_model("deeplabv3", task="semantic", paper="arXiv:1706.05587", default_size=(513, 513))
+@register_model("deeplabv3", task="semantic", paper="arXiv:1706.05587", default_size=(513, 513), onnx="dynamic")
 def deeplabv3(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False, backbone: str = "resnet101",
               output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4), aux_head: bool = False) -> DeepLabV3:
     """DeepLab v3: atrous ResNet (output stride 16 or 8, multi-grid) with ASPP and image pooling."""
@@ -258,7 +258,7 @@ def deeplabv3(num_classes: int, in_channels: int = 3, pretrained_backbone: bool 
                      pretrained_backbone=pretrained_backbone)
 
 
-@register_model("deeplabv3plus", task="semantic", paper="arXiv:1802.02611", default_size=(513, 513))
+@register_model("deeplabv3plus", task="semantic", paper="arXiv:1802.02611", default_size=(513, 513), onnx="dynamic")
 def deeplabv3plus(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
                   backbone: str = "resnet101", output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4),
                   aux_head: bool = False) -> DeepLabV3:

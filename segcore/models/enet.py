@@ -170,7 +170,7 @@ class ENet(nn.Module):
         return {"out": self.fullconv(x, output_size=input_size)}
 
 
-@register_model("enet", task="semantic", paper="arXiv:1606.02147", default_size=(360, 480), realtime=True)
+@register_model("enet", task="semantic", paper="arXiv:1606.02147", default_size=(360, 480), realtime=True, onnx="fixed")
 def enet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False) -> ENet:
     """ENet: real-time bottleneck encoder-decoder, 0.37M parameters, trained from scratch."""
     if pretrained_backbone:

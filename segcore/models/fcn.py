@@ -104,19 +104,19 @@ def _build(num_classes: int, in_channels: int, pretrained_backbone: bool, fc_cha
     return FCN(num_classes, in_channels, skips, fc_channels, pretrained_backbone)
 
 
-@register_model("fcn32s", task="semantic", paper="arXiv:1411.4038", default_size=(512, 512))
+@register_model("fcn32s", task="semantic", paper="arXiv:1411.4038", default_size=(512, 512), onnx="fixed")
 def fcn32s(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False, fc_channels: int = 4096) -> FCN:
     """FCN-32s: convolutionalised VGG16, class scores at stride 32 upsampled to the input."""
     return _build(num_classes, in_channels, pretrained_backbone, fc_channels, skips=())
 
 
-@register_model("fcn16s", task="semantic", paper="arXiv:1411.4038", default_size=(512, 512))
+@register_model("fcn16s", task="semantic", paper="arXiv:1411.4038", default_size=(512, 512), onnx="fixed")
 def fcn16s(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False, fc_channels: int = 4096) -> FCN:
     """FCN-16s: FCN-32s fused with pool4 scores through a learned 2x upsampling."""
     return _build(num_classes, in_channels, pretrained_backbone, fc_channels, skips=("pool4",))
 
 
-@register_model("fcn8s", task="semantic", paper="arXiv:1411.4038", default_size=(512, 512))
+@register_model("fcn8s", task="semantic", paper="arXiv:1411.4038", default_size=(512, 512), onnx="fixed")
 def fcn8s(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False, fc_channels: int = 4096) -> FCN:
     """FCN-8s: FCN-16s further fused with pool3 scores, predicting at stride 8."""
     return _build(num_classes, in_channels, pretrained_backbone, fc_channels, skips=("pool4", "pool3"))

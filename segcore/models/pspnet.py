@@ -54,7 +54,7 @@ class PSPNet(nn.Module):
         return result
 
 
-@register_model("pspnet", task="semantic", paper="arXiv:1612.01105", default_size=(473, 473))
+@register_model("pspnet", task="semantic", paper="arXiv:1612.01105", default_size=(473, 473), onnx="fixed")
 def pspnet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
            backbone: str = "resnet50") -> PSPNet:
     """PSPNet: dilated ResNet-50 (or 101) with the pyramid pooling module (bins 1/2/3/6) and an auxiliary head."""

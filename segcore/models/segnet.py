@@ -70,7 +70,7 @@ class SegNet(nn.Module):
         return {"out": self.classifier(x)}
 
 
-@register_model("segnet", task="semantic", paper="arXiv:1511.00561", default_size=(360, 480))
+@register_model("segnet", task="semantic", paper="arXiv:1511.00561", default_size=(360, 480), onnx="fixed")
 def segnet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False) -> SegNet:
     """SegNet: VGG16-BN encoder, decoder upsampling by max-unpooling with the encoder's pooling indices."""
     return SegNet(num_classes, in_channels=in_channels, pretrained_backbone=pretrained_backbone)

@@ -206,7 +206,8 @@ class SINet(nn.Module):
         return output
 
 
-@register_model("sinet", task="portrait", paper="arXiv:1911.09099", default_size=(224, 224), realtime=True)
+@register_model("sinet", task="portrait", paper="arXiv:1911.09099",
+                default_size=(224, 224), realtime=True, onnx="dynamic")
 def sinet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False) -> SINet:
     """SINet: 87K-parameter real-time portrait segmenter (S2-modules, information blocking decoder)."""
     if pretrained_backbone:

@@ -68,7 +68,7 @@ class UNet(nn.Module):
         return {"out": self.classifier(y)}
 
 
-@register_model("unet", task="semantic", paper="arXiv:1505.04597", default_size=(256, 256))
+@register_model("unet", task="semantic", paper="arXiv:1505.04597", default_size=(256, 256), onnx="fixed")
 def unet(num_classes: int, in_channels: int = 3, width: int = 64, norm: str = "batch",
          pretrained_backbone: bool = False) -> UNet:
     """Classic U-Net: four down, four up, concatenated skips; `width` sets the first stage's channels."""

@@ -93,7 +93,7 @@ class UNetResNet(nn.Module):
 
 
 # 288x384 keeps OSIE's 4:3 aspect (800x600 images) at a size divisible by the encoder's stride of 32.
-@register_model("unet_resnet50", task="saliency", paper="arXiv:1505.04597", default_size=(288, 384))
+@register_model("unet_resnet50", task="saliency", paper="arXiv:1505.04597", default_size=(288, 384), onnx="dynamic")
 def unet_resnet50(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
                   encoder: str = "resnet50", decoder_scale: float = 1.0) -> UNetResNet:
     """U-Net with a ResNet50 encoder (resnet18/34 lighter) for saliency maps; freeze_encoder() for fine-tuning.

@@ -89,3 +89,37 @@ def test_pretrained_backbone_offline_or_absent_is_a_clear_error(name, monkeypatc
         segcore.create_model(name, num_classes=2, pretrained_backbone=True)
     message = str(error.value)
     assert "pretrained_backbone=False" in message or "no pretrained" in message or "no ImageNet" in message, message
+
+
+ONNX_MODELS = [name for name in MODELS if segcore.model_info(name).get("onnx")]
+
+
+def test_every_architecture_declares_whether_it_exports_to_onnx():
+    assert {segcore.model_info(name).get("onnx") for name in MODELS} <= {"dynamic", "fixed"}
+    assert "sinet" in ONNX_MODELS and "bisenet" in ONNX_MODELS
+
+
+@pytest.mark.parametrize("name", ONNX_MODELS)
+def test_onnx_export_runs_in_onnxruntime_like_the_model(name):
+    """Every architecture that claims ONNX exports, and ONNX Runtime reproduces its logits: at any size for
+    "dynamic" exports (two odd sizes through one graph), at the export size for "fixed" ones."""
+    import numpy as np
+
+    from segcore.errors import SegcoreError
+    from segcore.export import onnx_bytes
+    from segcore.inference import OnnxRunner
+
+    torch.manual_seed(0)
+    model = segcore.create_model(name, num_classes=2).eval()
+    dynamic = segcore.model_info(name)["onnx"] == "dynamic"
+    runner = OnnxRunner(onnx_bytes(model, None if dynamic else (64, 80), check=False), threads=1)
+    for height, width in [(64, 80), (97, 131)] if dynamic else [(64, 80)]:
+        x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
+        with torch.inference_mode():
+            expected = model(x)["out"].numpy()
+        got = runner(x.numpy())
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+    if not dynamic:
+        with pytest.raises(SegcoreError, match="exports to ONNX at one fixed size only"):
+            onnx_bytes(model, None)
