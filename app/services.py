@@ -220,7 +220,7 @@ class BackgroundResult:
         return "; ".join([text, *self.notes])
 
 
-BACKGROUND_MODES = ("cutout", "blur", "replace")
+BACKGROUND_MODES = compose.BACKGROUND_MODES
 
 
 def remove_background(image, *, model: str | None = None, mode: str = "cutout", blur_strength: float = 50.0,
@@ -252,13 +252,8 @@ def remove_background(image, *, model: str | None = None, mode: str = "cutout", 
         alpha = compose.refine_alpha(picture, alpha)
     if smoother is not None:
         alpha = smoother.update(alpha)
-    if mode == "cutout":
-        result = compose.cutout(picture, alpha)
-    elif mode == "blur":
-        result = compose.blur_background(picture, alpha, blur_strength)
-    else:
-        result = compose.replace_background(picture, alpha, replacement if replacement is not None
-                                            else background_color)
+    result = compose.apply_background(picture, alpha, mode, blur_strength=blur_strength,
+                                      background=replacement if replacement is not None else background_color)
     total = (time.perf_counter() - started) * 1000.0
     return BackgroundResult(result, alpha, model, prediction.latency_ms, total, loaded.notes)
 

@@ -345,3 +345,53 @@ def predict_table(results: list[dict], peer: str | None = None) -> str:
                     f"{r['median_ms']:.1f} | {r['p95_ms']:.1f} | {r['images_per_second']:.1f} | {iou} | "
                     f"{r['median_ms'] / reference['median_ms']:.2f}x |")
     return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Webcam: 640x480 frames through a model, edge refinement, temporal smoothing and compositing, as the app's live
+# background removal runs them.
+
+WEBCAM_TABLE_HEADER = (
+    "| model | runtime | mode | frame | frames | median (ms) | p95 (ms) | frames/s | of which model (ms) |\n"
+    "|---|---|---|---|---:|---:|---:|---:|---:|"
+)
+
+
+def webcam_frames(samples, size: tuple[int, int] = (480, 640)) -> list[np.ndarray]:
+    """Each sample's image scaled to cover `size` and centre-cropped: what a 640x480 webcam delivers."""
+    from segcore.compose import _cover
+
+    return [np.ascontiguousarray(_cover(image, *size)) for _, image, _ in samples]
+
+
+def webcam_benchmark(segmenter, frames: list[np.ndarray], mode: str = "blur", refine_edges: bool = True,
+                     passes: int = 1, name: str = "", warmup: int = 3) -> dict:
+    """Median and p95 ms per frame (frame in, composited frame out) and frames/s over `frames`, in order."""
+    from segcore import compose
+
+    smoother = compose.TemporalSmoother()
+
+    def one(frame: np.ndarray) -> tuple[float, float]:
+        started = time.perf_counter()
+        prediction = segmenter.predict(frame)
+        alpha = compose.refine_alpha(frame, prediction.alpha) if refine_edges else prediction.alpha
+        compose.apply_background(frame, smoother.update(alpha), mode)
+        return prediction.latency_ms, (time.perf_counter() - started) * 1000.0
+
+    for frame in frames[:warmup]:
+        one(frame)
+    timings = [one(frame) for _ in range(passes) for frame in frames]
+    totals = [total for _, total in timings]
+    return {"predictor": name, "runtime": getattr(segmenter, "runtime", ""), "mode": mode,
+            "frame": list(frames[0].shape[:2]), "frames": len(totals), "median_ms": float(np.median(totals)),
+            "p95_ms": float(np.percentile(totals, 95)), "frames_per_second": len(totals) / (sum(totals) / 1000.0),
+            "model_ms": float(np.median([model for model, _ in timings]))}
+
+
+def webcam_table(results: list[dict]) -> str:
+    rows = [WEBCAM_TABLE_HEADER]
+    for r in results:
+        rows.append(f"| {r['predictor']} | {r['runtime']} | {r['mode']} | {r['frame'][1]}x{r['frame'][0]} | "
+                    f"{r['frames']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | {r['frames_per_second']:.1f} | "
+                    f"{r['model_ms']:.1f} |")
+    return "\n".join(rows)

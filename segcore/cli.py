@@ -316,7 +316,7 @@ def _cmd_bench(args) -> int:
                                          repeats=args.repeats, threads=args.threads or 1)
             print(result["markdown_row"])
         return 0
-    if args.what == "predict":
+    if args.what in ("predict", "webcam"):
         return _bench_predict(args)
     names = args.models or ["sinet", "enet", "bisenet", "unet"]
     size = tuple(args.size) if args.size else None
@@ -346,6 +346,18 @@ def _bench_predict(args) -> int:
         set_num_threads(args.threads)
     threads, slots = configure_for_serving()  # the app's policy: threads per call, calls at once
     samples = bench.bench_images(args.images, args.masks, args.data, args.split, args.limit)
+    if args.what == "webcam":
+        frames = bench.webcam_frames(samples)
+        webcam = [bench.webcam_benchmark(Segmenter.from_pretrained(_shipped_or_path(model), device="cpu",
+                                                                   runtime=runtime),
+                                         frames, mode=args.mode, passes=args.passes, name=Path(model).name)
+                  for model in args.model or [] for runtime in args.runtime]
+        print(f"{len(frames)} frames of 640x480 (photos scaled to cover, centre-cropped); model, edge refinement, "
+              f"temporal smoothing and compositing, one caller, {threads} thread(s)")
+        print(bench.webcam_table(webcam))
+        if args.record:
+            write_json_atomic(Path(args.record), {"frames": len(frames), "threads": threads, "results": webcam})
+        return 0
     results = []
     if args.peer:
         from segcore.peers import open_peer
@@ -447,9 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     ship.set_defaults(handler=_cmd_ship)
 
     bench = commands.add_parser("bench", help="benchmark models (latency, FLOPs, memory) or the dense CRF vs pydensecrf2")
-    bench.add_argument("what", choices=["models", "crf", "predict"], nargs="?", default="models",
+    bench.add_argument("what", choices=["models", "crf", "predict", "webcam"], nargs="?", default="models",
                        help="models: network forward passes; crf: dense CRF vs pydensecrf2; predict: Segmenter end "
-                       "to end on real images")
+                       "to end on real images; webcam: 640x480 frames through model, refinement and compositing")
     bench.add_argument("--models", nargs="+", help="registered model names (default: sinet enet bisenet unet)")
     bench.add_argument("--peer", help="models: the model latency ratios refer to (default: the first); predict: "
                        "a peer segmenter on the same images (mediapipe)")
@@ -462,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1], help="predict: callers at once (e.g. 1 2 4)")
     bench.add_argument("--runtime", nargs="+", default=["torch"], help="predict: torch and/or onnxruntime")
     bench.add_argument("--passes", type=int, default=1, help="predict: passes over the images per caller")
-    bench.add_argument("--record", help="predict: write the results to this JSON file")
+    bench.add_argument("--record", help="predict, webcam: write the results to this JSON file")
+    bench.add_argument("--mode", default="blur", choices=["cutout", "blur", "replace"], help="webcam: compositing")
     bench.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="input size (default: each model's)")
     bench.add_argument("--batch", type=int, default=1)
     bench.add_argument("--repeats", type=int, default=10)

@@ -16,6 +16,7 @@ from segcore.refine import (
     SmoothnessKernel,
     _box_mean,
     dense_crf,
+    fast_guided_filter,
     guided_filter,
 )
 
@@ -200,6 +201,32 @@ def test_guided_filter_follows_the_guide_edge():
     flat = guided_filter(np.full((40, 40), 128, np.uint8), soft, radius=6, eps=1e-4)
     assert jump(flat) < 0.1
     np.testing.assert_allclose(refined[:, :3], 0.0, atol=1e-6)  # beyond the double window's reach
+
+
+@pytest.mark.parametrize("colour", [True, False])
+def test_fast_guided_filter_at_full_resolution_is_the_guided_filter(colour):
+    rng = np.random.default_rng(4)
+    guide = rng.integers(0, 256, size=(14, 11, 3) if colour else (14, 11), dtype=np.uint8)
+    mask = rng.random((14, 11))
+    fast = fast_guided_filter(guide, mask, radius=2, eps=1e-2)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, _naive_guided_filter(guide / 255.0, mask, 2, 1e-2), atol=1e-4)
+
+
+def test_fast_guided_filter_subsampled_stays_close_and_keeps_the_full_resolution_edge():
+    """Coefficients solved at half resolution, applied to the full-resolution guide: the edge still lands on the
+    guide's own column (an odd column, which the half-resolution grid cannot hold), close to the exact filter."""
+    guide = np.zeros((120, 160, 3), np.uint8)
+    guide[:, 81:] = (200, 180, 40)
+    soft = np.clip((np.arange(160)[None, :] - 70) / 22.0, 0, 1).repeat(120, axis=0).astype(np.float32)
+    exact = guided_filter(guide, soft, radius=8, eps=1e-4)
+    fast = fast_guided_filter(guide, soft, radius=8, eps=1e-4, subsample=2)
+    assert np.abs(fast - exact).mean() < 0.01
+    jump = lambda mask: float(mask[:, 81].mean() - mask[:, 80].mean())
+    assert jump(soft) < 0.05 and jump(exact) > 0.3 and jump(fast) > 0.3
+    assert int(np.diff(fast.mean(axis=0)).argmax()) + 1 == 81  # the steepest step is the guide's edge
+    with pytest.raises(ValueError, match="subsample must be >= 1"):
+        fast_guided_filter(guide, soft, subsample=0)
 
 
 def test_box_mean_paths_agree():

@@ -1,0 +1,110 @@
+"""`bench predict` and `bench webcam`: what a user gets end to end (decoded RGB in, labels + alpha out), from one
+or several callers, against a peer in the same run. Timings are reported, never asserted; what is checked is
+that the figures are the right ones: every call counted, the accuracy pooled over the right images, the peer run
+through the real worker process (a fake mediapipe package stands in for it)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segcore import bench, peers
+from segcore.cli import main
+from segcore.errors import SegcoreError
+from tests.conftest import make_square_scene
+from tests.test_peers import make_fake_python
+
+
+@pytest.fixture
+def squares(tmp_path):
+    """Four 40x50 square scenes as images/ + masks/ folders (masks 0/255), and the same with a split file."""
+    rng = np.random.default_rng(5)
+    for folder in ("images", "masks"):
+        (tmp_path / "squares" / folder).mkdir(parents=True)
+    for index in range(4):
+        image, mask = make_square_scene(40, 50, rng)
+        Image.fromarray(image).save(tmp_path / "squares" / "images" / f"{index}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "squares" / "masks" / f"{index}.png")
+    (tmp_path / "squares" / "split.txt").write_text("0 test\n1 test\n2 test\n3 train\n")
+    return tmp_path / "squares"
+
+
+def test_bench_images_pairs_masks_by_stem_and_reads_splits(squares):
+    samples = bench.bench_images(images=str(squares / "images"), masks=str(squares / "masks"))
+    assert [name for name, _, _ in samples] == ["0.png", "1.png", "2.png", "3.png"]
+    name, image, mask = samples[0]
+    assert image.shape == (40, 50, 3) and image.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    assert len(bench.bench_images(data=str(squares), split="test")) == 3
+    with pytest.raises(SegcoreError, match="not both"):
+        bench.bench_images(images=str(squares / "images"), data=str(squares))
+    (squares / "masks" / "2.png").unlink()
+    with pytest.raises(SegcoreError, match="no mask for 2.png"):
+        bench.bench_images(images=str(squares / "images"), masks=str(squares / "masks"))
+
+
+class CountingPredictor:
+    """Labels = the red channel > 127 (right on square scenes), counting calls from every thread."""
+
+    def __init__(self):
+        import threading
+
+        self.calls, self._lock = 0, threading.Lock()
+
+    def predict(self, image):
+        from segcore.inference import Prediction
+
+        with self._lock:
+            self.calls += 1
+        red = image[..., 0].astype(np.float32) / 255.0
+        return Prediction((red > 0.5).astype(np.int64), alpha=red)
+
+
+def test_predict_benchmark_counts_every_call_and_pools_the_accuracy(squares):
+    samples = bench.bench_images(images=str(squares / "images"), masks=str(squares / "masks"))
+    predictor = CountingPredictor()
+    single = bench.predict_benchmark(predictor, samples, callers=1, passes=2, warmup=1, name="red")
+    assert single["calls"] == 8 and single["images"] == 4
+    assert single["fg_iou"] == pytest.approx(100.0)  # the red squares are exactly the masks
+    assert predictor.calls == 1 + 4 + 8  # warm-up, accuracy pass, timed passes
+    assert single["p95_ms"] >= single["median_ms"] > 0 and single["images_per_second"] > 0
+    several = bench.predict_benchmark(predictor, samples, callers=3, passes=1, warmup=0, name="red")
+    assert several["calls"] == 12 and several["fg_iou"] is None
+    table = bench.predict_table([single, several], peer="red")
+    assert table.splitlines()[2].startswith("| red |  |") and table.splitlines()[2].endswith("| 100.00 | 1.00x |")
+
+
+def test_bench_predict_cli_runs_model_and_peer_on_the_same_images(trained_model_dir, squares, monkeypatch,
+                                                                  tmp_path, capsys):
+    monkeypatch.setenv(peers.PYTHON_VARIABLE, str(make_fake_python(tmp_path)))  # red channel as "person"
+    record = tmp_path / "bench.json"
+    code = main(["bench", "predict", "--model", str(trained_model_dir), "--data", str(squares), "--split", "test",
+                 "--peer", "mediapipe", "--concurrency", "1", "2", "--runtime", "torch", "onnxruntime",
+                 "--record", str(record)])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "3 images, end to end (decoded RGB in, labels + alpha out)" in printed
+    results = json.loads(record.read_text())["results"]
+    assert [(r["predictor"], r["runtime"], r["callers"]) for r in results] == [
+        ("mediapipe", "mediapipe 0.0-fake worker", 1), ("tiny-unet", "torch", 1), ("tiny-unet", "torch", 2),
+        ("tiny-unet", "onnxruntime", 1), ("tiny-unet", "onnxruntime", 2)]
+    assert results[0]["fg_iou"] == pytest.approx(100.0)
+    assert results[1]["fg_iou"] > 80 and results[1]["fg_iou"] == pytest.approx(results[3]["fg_iou"], abs=0.5)
+    assert all(r["calls"] == 3 * r["callers"] for r in results)
+    assert main(["bench", "predict", "--model", str(trained_model_dir), "--images", str(squares / "images"),
+                 "--runtime", "tensorrt"]) == 1
+    assert "unknown runtime 'tensorrt'" in capsys.readouterr().err
+
+
+def test_bench_webcam_composites_every_frame_at_640x480(trained_model_dir, squares, tmp_path, capsys):
+    record = tmp_path / "webcam.json"
+    code = main(["bench", "webcam", "--model", str(trained_model_dir), "--images", str(squares / "images"),
+                 "--mode", "replace", "--passes", "2", "--record", str(record)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(record.read_text())["results"][0]
+    assert result["frame"] == [480, 640] and result["frames"] == 8 and result["mode"] == "replace"
+    assert result["median_ms"] >= result["model_ms"] > 0 and result["frames_per_second"] > 0
+    frames = bench.webcam_frames([("a", np.zeros((100, 300, 3), np.uint8), None)])
+    assert frames[0].shape == (480, 640, 3)
