@@ -46,7 +46,12 @@ def test_ship_writes_weights_config_and_a_card_with_measured_metrics(trained_mod
     assert evaluated["fg_iou"] > 0.8
     card = (folder / "README.md").read_text()
     assert "# tiny-squares" in card and "Generated data, public domain." in card
-    assert f"{shipped['metrics']['fg_iou'] * 100:.2f} %" in card and "CPU latency" in card
+    assert f"{shipped['metrics']['fg_iou'] * 100:.2f} %" in card
+    # what a user waits for (a photo of the split at full size, labels + alpha), beside the network alone
+    assert shipped["end_to_end_ms"] > 0 and shipped["end_to_end_runtime"] in ("torch", "onnxruntime")
+    assert (f"| end to end, one photo of this split at full size (decoded RGB in, labels + alpha out), 1 thread, "
+            f"{shipped['end_to_end_runtime']} (median of 20) | {shipped['end_to_end_ms']:.1f} ms |") in card
+    assert "| network only, one image at the input size, 2 threads, torch |" in card
     table = shipped_table(weights)
     assert "| tiny-squares | semantic | unet |" in table and "(test)" in table
     assert [row["folder"] for row in shipped_models(weights)] == ["tiny-squares"]
