@@ -550,22 +550,18 @@ def guided_filter(image, soft_mask, radius: int = 8, eps: float = 1e-3):
     return output if torch_in else output.cpu().numpy()
 
 
-def _clipped_box_means(planes: np.ndarray, radius: int, counts: np.ndarray) -> np.ndarray:
-    """(..., H, W) float32 -> the mean over each (2r+1)^2 window clipped to the image (OpenCV running sums)."""
-    window = (2 * radius + 1, 2 * radius + 1)
-    flat = planes.reshape(-1, *planes.shape[-2:])
-    sums = np.stack([cv2.boxFilter(plane, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT)
-                     for plane in flat])
-    return (sums / counts).reshape(planes.shape)
+def _window_sums(planes: np.ndarray, radius: int) -> np.ndarray:
+    """(h, w) or (h, w, C) float32 -> sums over each (2r+1)^2 window, zero outside the image (OpenCV)."""
+    return cv2.boxFilter(planes, -1, (2 * radius + 1, 2 * radius + 1), normalize=False, borderType=cv2.BORDER_CONSTANT)
 
 
 def fast_guided_filter(image: np.ndarray, soft_mask: np.ndarray, radius: int = 8, eps: float = 1e-3,
                        subsample: int = 1) -> np.ndarray:
     """He & Sun's fast guided filter (arXiv:1505.00996): the guided filter's linear coefficients are solved on
     the guide and mask downscaled by `subsample` (radius scaled with them) and upsampled bilinearly, then applied
-    to the full-resolution guide, which keeps its edges. float32 numpy and OpenCV; subsample=1 is
-    `guided_filter` itself (to float32 rounding). image: (H, W, 3) uint8 or float in [0, 1]; soft_mask (H, W)
-    float in [0, 1]. Returns (H, W) float32 in [0, 1]."""
+    to the full-resolution guide, which keeps its edges. float32 numpy and OpenCV, channels last; subsample=1 is
+    `guided_filter` itself (to float32 rounding). image: (H, W, 3) or (H, W) uint8 or float in [0, 1]; soft_mask
+    (H, W) float in [0, 1]. Returns (H, W) float32 in [0, 1]."""
     if subsample < 1 or radius < 1:
         raise ValueError("radius and subsample must be >= 1")
     image = image[..., None] if image.ndim == 2 else image
@@ -580,35 +576,39 @@ def fast_guided_filter(image: np.ndarray, soft_mask: np.ndarray, radius: int = 8
     if small != (height, width):  # shrink the uint8 guide before converting it: far less to convert
         low_image = cv2.resize(image, (small[1], small[0]), interpolation=cv2.INTER_AREA).reshape(*small, -1)
         low_mask = cv2.resize(mask, (small[1], small[0]), interpolation=cv2.INTER_AREA)
-    channels = np.ascontiguousarray(low_image.transpose(2, 0, 1), dtype=np.float32) * scale  # (c, h, w)
-    counts = cv2.boxFilter(np.ones(small, np.float32), -1, (2 * low_radius + 1,) * 2, normalize=False,
-                           borderType=cv2.BORDER_CONSTANT)
-    means = _clipped_box_means(np.concatenate([channels, low_mask[None], channels * low_mask]), low_radius, counts)
-    count = channels.shape[0]
-    mean_i, mean_p, mean_ip = means[:count], means[count], means[count + 1:]
-    covariance_ip = mean_ip - mean_i * mean_p
+    count = image.shape[2]
+    pairs = [(i, j) for i in range(count) for j in range(i, count)]  # the guide's covariance entries
+    # One window pass over every statistic at once: I (c), p, I p (c), I_i I_j (pairs)
+    statistics = np.empty((*small, 2 * count + 1 + len(pairs)), dtype=np.float32)
+    guide_low = statistics[..., :count]
+    np.multiply(low_image, scale, out=guide_low, casting="unsafe")
+    statistics[..., count] = low_mask
+    np.multiply(guide_low, low_mask[..., None], out=statistics[..., count + 1 : 2 * count + 1])
+    for k, (i, j) in enumerate(pairs):
+        np.multiply(guide_low[..., i], guide_low[..., j], out=statistics[..., 2 * count + 1 + k])
+    counts = _window_sums(np.ones(small, np.float32), low_radius)[..., None]
+    means = _window_sums(statistics, low_radius).reshape(statistics.shape) / counts
+    mean_i, mean_p = means[..., :count], means[..., count]
+    covariance_ip = means[..., count + 1 : 2 * count + 1] - mean_i * mean_p[..., None]
+    second = {pair: means[..., 2 * count + 1 + k] - mean_i[..., pair[0]] * mean_i[..., pair[1]]
+              for k, pair in enumerate(pairs)}
     if count == 1:
-        variance = _clipped_box_means(channels * channels, low_radius, counts)[0] - mean_i[0] ** 2
-        a = covariance_ip / (variance + eps)
+        a = covariance_ip / (second[(0, 0)][..., None] + eps)
     else:  # per-window 3x3 covariance + eps I, inverted in closed form, as guided_filter does
-        pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-        products = _clipped_box_means(np.stack([channels[i] * channels[j] for i, j in pairs]), low_radius, counts)
-        s00, s01, s02, s11, s12, s22 = (products[k] - mean_i[i] * mean_i[j] for k, (i, j) in enumerate(pairs))
-        s00, s11, s22 = s00 + eps, s11 + eps, s22 + eps
+        s00, s01, s02 = second[(0, 0)] + eps, second[(0, 1)], second[(0, 2)]
+        s11, s12, s22 = second[(1, 1)] + eps, second[(1, 2)], second[(2, 2)] + eps
         c00, c01, c02 = s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11
         c11, c12, c22 = s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01
         determinant = s00 * c00 + s01 * c01 + s02 * c02
-        v0, v1, v2 = covariance_ip
+        v0, v1, v2 = covariance_ip[..., 0], covariance_ip[..., 1], covariance_ip[..., 2]
         a = np.stack([c00 * v0 + c01 * v1 + c02 * v2, c01 * v0 + c11 * v1 + c12 * v2,
-                      c02 * v0 + c12 * v1 + c22 * v2]) / determinant
-    b = mean_p - (a * mean_i).sum(axis=0)
-    mean_a = np.ascontiguousarray(_clipped_box_means(a, low_radius, counts).transpose(1, 2, 0))  # (h, w, c)
-    mean_b = _clipped_box_means(b[None], low_radius, counts)[0]
+                      c02 * v0 + c12 * v1 + c22 * v2], axis=2) / determinant[..., None]
+    mean_a = _window_sums(np.ascontiguousarray(a * scale), low_radius).reshape(*small, count) / counts  # raw I
+    mean_b = _window_sums(mean_p - (a * mean_i).sum(axis=2), low_radius) / counts[..., 0]
     if small != (height, width):
         mean_a = cv2.resize(mean_a, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, count)
         mean_b = cv2.resize(mean_b, (width, height), interpolation=cv2.INTER_LINEAR)
-    guide = image.astype(np.float32)
-    guide *= scale
-    weighted = cv2.multiply(mean_a, guide)  # per pixel a . I, summed over the channels by cv2.transform
+    weighted = cv2.multiply(mean_a.reshape(height, width, count),  # per pixel a . I, summed over channels:
+                            image.astype(np.float32).reshape(height, width, count))
     output = cv2.transform(weighted, np.ones((1, count), np.float32)).reshape(height, width) + mean_b
-    return np.clip(output, 0.0, 1.0, out=output)
+    return np.clip(output, 0.0, 1.0, out=output).astype(np.float32, copy=False)
