@@ -15,6 +15,7 @@ ONNX Runtime threads, and `inference_slots` says how many callers may run at onc
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import threading
@@ -99,23 +100,30 @@ def inference_slots(threads: int | None = None, cores: int | None = None) -> int
 
 
 class _Slots:
-    """At most inference_slots() CPU predictions at once in this process; more callers wait their turn instead of
-    making every thread spin (4 callers on 2 cores: two run, two queue)."""
+    """At most inference_slots() CPU predictions at once in this process; more callers wait their turn, first
+    come first served, instead of making every thread spin (4 callers on 2 cores: two run, two queue). FIFO keeps
+    the slowest caller's wait bounded: an unfair wake-up let one caller lose several races in a row."""
 
     def __init__(self):
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._busy = 0
+        self._waiting: collections.deque[threading.Event] = collections.deque()
 
     def __enter__(self) -> None:
-        with self._condition:
-            while self._busy >= inference_slots():
-                self._condition.wait()
-            self._busy += 1
+        with self._lock:
+            if self._busy < inference_slots() and not self._waiting:
+                self._busy += 1
+                return
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # the slot is handed over by __exit__, already counted as busy
 
     def __exit__(self, *exc_info) -> None:
-        with self._condition:
+        with self._lock:
             self._busy -= 1
-            self._condition.notify()
+            while self._waiting and self._busy < inference_slots():  # the longest waiters go first
+                self._busy += 1
+                self._waiting.popleft().set()
 
 
 _cpu_slots = _Slots()

@@ -271,3 +271,32 @@ def test_concurrent_callers_never_run_more_predictions_than_slots(monkeypatch):
         thread.join()
     assert results == [(40, 50)] * 6
     assert most[0] == 2
+
+
+def test_waiting_callers_are_served_first_come_first_served(monkeypatch):
+    """One slot, callers queued in a known order: they run in that order (an unfair wake-up starved some)."""
+    import threading
+    import time
+
+    from segcore import inference
+
+    monkeypatch.setattr(inference, "inference_slots", lambda threads=None, cores=None: 1)
+    slots = inference._Slots()
+    order, started = [], []
+    slots.__enter__()  # hold the only slot while the callers line up
+
+    def caller(index):
+        started.append(index)
+        with slots:
+            order.append(index)
+
+    threads = []
+    for index in range(5):
+        threads.append(threading.Thread(target=caller, args=(index,)))
+        threads[-1].start()
+        while len(slots._waiting) < index + 1:  # wait until this caller is queued before starting the next
+            time.sleep(0.001)
+    slots.__exit__(None, None, None)
+    for thread in threads:
+        thread.join()
+    assert order == [0, 1, 2, 3, 4] and slots._busy == 0
