@@ -7,7 +7,7 @@ The public API is re-exported here: build models with `create_model`, save and l
 from segcore.checkpoint import load_pretrained, save_pretrained
 from segcore.errors import CheckpointError, ImageError, SegcoreError
 from segcore.image import read_image
-from segcore.inference import Prediction, Segmenter
+from segcore.inference import Prediction, Segmenter, set_num_threads
 from segcore.registry import create_model, list_models, model_info, register_model
 
 __version__ = "0.1.0"
@@ -25,4 +25,5 @@ __all__ = [
     "read_image",
     "register_model",
     "save_pretrained",
+    "set_num_threads",
 ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -335,7 +334,7 @@ def _shipped_or_path(model: str) -> str:
 
 def _bench_predict(args) -> int:
     from segcore import bench
-    from segcore.inference import RUNTIMES, Segmenter, configure_for_serving, set_num_threads
+    from segcore.inference import RUNTIMES, Segmenter, available_cores, configure_for_serving, set_num_threads
 
     if not args.model and not args.peer:
         raise SegcoreError("bench predict needs --model NAME_OR_DIR (one or more) and/or --peer mediapipe")
@@ -374,7 +373,7 @@ def _bench_predict(args) -> int:
                 results.append(bench.predict_benchmark(segmenter, samples, callers, args.passes, name=name,
                                                        runtime=runtime))
     print(f"{len(samples)} images, end to end (decoded RGB in, labels + alpha out); {threads} thread(s) per call, "
-          f"{slots} call(s) at once on {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores")
+          f"{slots} call(s) at once on {available_cores()} cores")
     print(bench.predict_table(results, peer=args.peer))
     if args.record:
         write_json_atomic(Path(args.record), {"samples": len(samples), "threads": threads, "slots": slots,

@@ -217,6 +217,7 @@ def test_onnxruntime_segmenter_equals_torch(tmp_path):
 def test_thread_policy_sets_threads_and_slots(monkeypatch):
     from segcore import inference
 
+    assert segcore.set_num_threads is inference.set_num_threads  # the public API, as README shows it
     previous = torch.get_num_threads()
     monkeypatch.setattr(inference, "_threads", None)
     try:
