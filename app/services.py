@@ -159,7 +159,7 @@ def _load_segmenter(path: Path) -> segcore.Segmenter:
             return segcore.Segmenter(model, device="cpu", runtime=runtime)
         except SegcoreError as error:
             log.warning("%s: ONNX Runtime unavailable for this model (%s); running it with torch", path.name, error)
-    return segcore.Segmenter(segcore.load_pretrained(path), runtime="torch")
+    return segcore.Segmenter(model, runtime="torch")  # on the GPU where there is one
 
 
 def get_segmenter(name: str) -> segcore.Segmenter:

@@ -279,8 +279,8 @@ def bench_images(images: str | None = None, masks: str | None = None, data: str 
     return samples
 
 
-def _end_to_end(predictor, image: np.ndarray):
-    """One user call: RGB in, labels and alpha out."""
+def end_to_end(predictor, image: np.ndarray):
+    """One user call: RGB in, labels and alpha out (what `bench predict` and the model cards time)."""
     prediction = predictor.predict(image)
     return prediction.labels, prediction.alpha
 
@@ -293,12 +293,12 @@ def predict_benchmark(predictor, samples, callers: int = 1, passes: int = 1, war
     import threading
 
     for _, image, _ in samples[:warmup]:
-        _end_to_end(predictor, image)
+        end_to_end(predictor, image)
     confusion = ConfusionMatrix(2, ignore_index=255)
     with_masks = [sample for sample in samples if sample[2] is not None]
     if callers == 1 and with_masks:
         for _, image, mask in with_masks:
-            labels, _ = _end_to_end(predictor, image)
+            labels, _ = end_to_end(predictor, image)
             confusion.update(labels, mask)
     latencies: list[float] = []
     lock = threading.Lock()
@@ -311,7 +311,7 @@ def predict_benchmark(predictor, samples, callers: int = 1, passes: int = 1, war
             for _ in range(passes):
                 for _, image, _ in order:
                     start = time.perf_counter()
-                    _end_to_end(predictor, image)
+                    end_to_end(predictor, image)
                     mine.append((time.perf_counter() - start) * 1000.0)
         except BaseException as error:  # noqa: BLE001 - reported after the threads join
             errors.append(error)
@@ -359,9 +359,9 @@ WEBCAM_TABLE_HEADER = (
 
 def webcam_frames(samples, size: tuple[int, int] = (480, 640)) -> list[np.ndarray]:
     """Each sample's image scaled to cover `size` and centre-cropped: what a 640x480 webcam delivers."""
-    from segcore.compose import _cover
+    from segcore.compose import cover
 
-    return [np.ascontiguousarray(_cover(image, *size)) for _, image, _ in samples]
+    return [np.ascontiguousarray(cover(image, *size)) for _, image, _ in samples]
 
 
 def webcam_benchmark(segmenter, frames: list[np.ndarray], mode: str = "blur", refine_edges: bool = True,

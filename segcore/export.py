@@ -74,6 +74,12 @@ def onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int] | None = None
                check: bool = True) -> bytes:
     """The model as an ONNX graph: at `input_size`, or with dynamic height and width when None (only for
     architectures registered with onnx="dynamic"). With `check`, ONNX Runtime must reproduce the eager logits."""
+    return _onnx_export(model, input_size, batch_size, check)[0]
+
+
+def _onnx_export(model: torch.nn.Module, input_size: tuple[int, int] | None, batch_size: int,
+                 check: bool) -> tuple[bytes, float | None]:
+    """onnx_bytes, plus the largest |ONNX Runtime - eager| seen by the check (None unchecked)."""
     model = model.eval()
     architecture = model.segcore_config["architecture"]
     capability = onnx_capability(architecture)
@@ -105,20 +111,23 @@ def onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int] | None = None
             except ImportError as error:
                 raise SegcoreError(f"exporting {architecture} to ONNX needs onnxscript: pip install onnxscript") from error
             data = program.model_proto.SerializeToString()
-    if check:
-        sizes = [(height, width)] if dynamic is None else [(height, width), (height + 17, width - 11)]
-        from segcore.inference import OnnxRunner
+    if not check:
+        return data, None
+    sizes = [(height, width)] if dynamic is None else [(height, width), (height + 17, width - 11)]
+    from segcore.inference import OnnxRunner
 
-        runner = OnnxRunner(data, threads=1)
-        for seed, (check_height, check_width) in enumerate(sizes):
-            sample = _example(check_height, check_width, batch_size, seed)
-            with torch.no_grad():
-                expected = wrapper(sample)
-            error, allowed = _max_error(expected, runner(sample.numpy()))
-            if error > allowed:
-                raise SegcoreError(f"the ONNX export of {architecture} disagrees with the model at "
-                                   f"{check_height}x{check_width} (max abs error {error:.3g}); not exported")
-    return data
+    runner = OnnxRunner(data, threads=1)
+    largest = 0.0
+    for seed, (check_height, check_width) in enumerate(sizes):
+        sample = _example(check_height, check_width, batch_size, seed)
+        with torch.no_grad():
+            expected = wrapper(sample)
+        error, allowed = _max_error(expected, runner(sample.numpy()))
+        if error > allowed:
+            raise SegcoreError(f"the ONNX export of {architecture} disagrees with the model at "
+                               f"{check_height}x{check_width} (max abs error {error:.3g}); not exported")
+        largest = max(largest, error)
+    return data, largest
 
 
 def export_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
@@ -135,17 +144,11 @@ def export_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
                            f"in {SUFFIXES[format]}")
     model = load_pretrained(model_path, device="cpu").eval()
     config = model.segcore_config
-    wrapper = _LogitsOnly(model).eval()
     if format == "onnx":
         dynamic = input_size is None and onnx_capability(config["architecture"]) == "dynamic"
         size = None if dynamic else tuple(input_size or config["input_size"])
-        data = onnx_bytes(model, size, batch_size)
-        from segcore.inference import OnnxRunner
-
+        data, error = _onnx_export(model, size, batch_size, check=True)
         height, width = size or config["input_size"]
-        example = _example(height, width, batch_size)
-        with torch.no_grad():
-            error, _ = _max_error(wrapper(example), OnnxRunner(data, threads=1)(example.numpy()))
         with atomic_path(out_path) as temporary:
             Path(temporary).write_bytes(data)
         shape = [batch_size, 3, "height" if dynamic else height, "width" if dynamic else width]
@@ -153,6 +156,7 @@ def export_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
                 "architecture": config["architecture"]}
     height, width = input_size or config["input_size"]
     _check_size(height, width)
+    wrapper = _LogitsOnly(model).eval()
     example = _example(height, width, batch_size)
     with torch.no_grad():
         program = torch.export.export(wrapper, (example,))

@@ -32,6 +32,8 @@ from segcore.errors import SegcoreError
 from segcore.image import read_image, to_rgb_uint8
 
 RUNTIMES = ("torch", "onnxruntime")
+# Resize policies whose network input is always the configured input size, whatever the photo's size.
+FIXED_SIZE_POLICIES = ("fixed", "letterbox")
 THREADS_ENV = "SEGCORE_THREADS"
 _threads: int | None = None
 
@@ -149,18 +151,14 @@ class Prediction:
 
     def __init__(self, labels: np.ndarray, probabilities: np.ndarray | None = None, latency_ms: float = 0.0, *,
                  logits: np.ndarray | None = None, channels: int | None = None, alpha: np.ndarray | None = None):
-        if alpha is not None and probabilities is None and logits is None:  # a two-class foreground probability
-            probabilities_from_alpha = True
-        elif probabilities is None and (logits is None or channels is None):
+        if probabilities is None and alpha is None and (logits is None or channels is None):
             raise ValueError("Prediction needs probabilities, a two-class alpha, or logits with their channel count")
-        else:
-            probabilities_from_alpha = False
         self.labels = labels  # (H, W) int64 class indices; one-channel (saliency) models: probability > 0.5
         self.latency_ms = latency_ms  # preprocess + forward + labels, excluding image decoding
         self._probabilities = probabilities
         # (H, W) margin (class 1 minus class 0 for two classes, the logit for one channel) or (H, W, C) logits
         self._logits = logits
-        self._channels = 2 if probabilities_from_alpha else channels if probabilities is None else probabilities.shape[0]
+        self._channels = probabilities.shape[0] if probabilities is not None else channels or 2  # alpha: 2 classes
         self._alpha = alpha
 
     @property
@@ -212,7 +210,7 @@ def default_device() -> torch.device:
 
 def network_input_size(height: int, width: int, input_size: tuple[int, int], policy: str) -> tuple[int, int]:
     """The (height, width) the network sees for an image of height x width under a resize policy."""
-    if policy in ("fixed", "letterbox"):
+    if policy in FIXED_SIZE_POLICIES:
         return int(input_size[0]), int(input_size[1])
     if policy == "max_side":
         scale = min(1.0, max(input_size) / max(height, width))
@@ -247,9 +245,6 @@ def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(h, w) or (h, w, C) float32 logits -> size, bilinear with half-pixel centres (torch's align_corners=False)."""
     if logits.shape[:2] == tuple(size):
         return np.array(logits, dtype=np.float32)
-    if logits.ndim == 3 and logits.shape[2] > 4:  # OpenCV resizes at most 4 channels at once in some builds
-        return np.stack([resize_logits(np.ascontiguousarray(logits[..., c]), size)
-                         for c in range(logits.shape[2])], axis=2)
     resized = cv2.resize(np.ascontiguousarray(logits, dtype=np.float32), (size[1], size[0]),
                          interpolation=cv2.INTER_LINEAR)
     return resized if resized.ndim == logits.ndim else resized[..., None]
@@ -270,11 +265,12 @@ def onnx_runnable(config: dict) -> bool:
     except ImportError:
         return False
     capability = onnx_capability(config["architecture"])
-    return capability == "dynamic" or (capability == "fixed" and config.get("resize") in ("fixed", "letterbox"))
+    return capability == "dynamic" or (capability == "fixed" and config.get("resize") in FIXED_SIZE_POLICIES)
 
 
 def preferred_runtime(config: dict) -> str:
-    """onnxruntime where onnx_runnable (it was 1.2-1.4x faster than torch on this CPU), else torch."""
+    """onnxruntime where onnx_runnable (end to end 1.3-1.6x faster than torch on this CPU, docs/benchmarks.md),
+    else torch."""
     return "onnxruntime" if onnx_runnable(config) else "torch"
 
 
@@ -379,7 +375,7 @@ class Segmenter(ConfigClasses):
 
     def _onnx_input_size(self) -> tuple[int, int] | None:
         """The fixed size to export at, or None where the network input follows the image (a dynamic export)."""
-        if self.config["resize"] in ("fixed", "letterbox"):
+        if self.config["resize"] in FIXED_SIZE_POLICIES:
             return tuple(int(value) for value in self.config["input_size"])
         return None
 

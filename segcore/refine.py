@@ -497,6 +497,19 @@ def _box_mean(x: torch.Tensor, radius: int, use_opencv: bool | None = None) -> t
     return sums / (row_counts.view(-1, 1) * col_counts.view(1, -1)).to(torch.float64)
 
 
+def _solve_regularised_covariance(covariance, vector, eps: float):
+    """Per pixel (Sigma + eps I)^-1 v for a symmetric 3x3 Sigma given as its six planes (00, 01, 02, 11, 12, 22)
+    and v as three planes, by the closed-form adjugate: far faster than a batched solve. numpy or torch planes."""
+    s00, s01, s02, s11, s12, s22 = covariance
+    s00, s11, s22 = s00 + eps, s11 + eps, s22 + eps
+    c00, c01, c02 = s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11
+    c11, c12, c22 = s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01
+    determinant = s00 * c00 + s01 * c01 + s02 * c02
+    v0, v1, v2 = vector
+    return ((c00 * v0 + c01 * v1 + c02 * v2) / determinant, (c01 * v0 + c11 * v1 + c12 * v2) / determinant,
+            (c02 * v0 + c12 * v1 + c22 * v2) / determinant)
+
+
 def guided_filter(image, soft_mask, radius: int = 8, eps: float = 1e-3):
     """He et al.'s guided filter (ECCV 2010 / TPAMI 2013): edge-aware smoothing of `soft_mask` guided by `image`.
 
@@ -530,20 +543,12 @@ def guided_filter(image, soft_mask, radius: int = 8, eps: float = 1e-3):
         channels = guide.permute(2, 0, 1)  # (3, H, W)
         mean_i = _box_mean(channels, radius)
         covariance_ip = _box_mean(channels * mask, radius) - mean_i * mean_p
-        # Per-window covariance of the guide + eps I, inverted in closed form (symmetric 3x3 adjugate): far
-        # faster than a batched solve over all pixels.
+        # Per-window covariance of the guide + eps I, solved in closed form
         pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
         products = torch.stack([channels[i] * channels[j] for i, j in pairs])
         means = torch.stack([mean_i[i] * mean_i[j] for i, j in pairs])
-        s00, s01, s02, s11, s12, s22 = _box_mean(products, radius) - means
-        s00, s11, s22 = s00 + eps, s11 + eps, s22 + eps
-        c00, c01, c02 = s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11
-        c11, c12, c22 = s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01
-        determinant = s00 * c00 + s01 * c01 + s02 * c02
-        v0, v1, v2 = covariance_ip
-        a = torch.stack(
-            [c00 * v0 + c01 * v1 + c02 * v2, c01 * v0 + c11 * v1 + c12 * v2, c02 * v0 + c12 * v1 + c22 * v2]
-        ) / determinant
+        covariance = tuple(_box_mean(products, radius) - means)
+        a = torch.stack(_solve_regularised_covariance(covariance, covariance_ip, eps))
         b = mean_p - (a * mean_i).sum(dim=0)
         output = (_box_mean(a, radius) * channels).sum(dim=0) + _box_mean(b, radius)
     output = output.clamp(0.0, 1.0).to(torch.float32)
@@ -594,15 +599,9 @@ def fast_guided_filter(image: np.ndarray, soft_mask: np.ndarray, radius: int = 8
               for k, pair in enumerate(pairs)}
     if count == 1:
         a = covariance_ip / (second[(0, 0)][..., None] + eps)
-    else:  # per-window 3x3 covariance + eps I, inverted in closed form, as guided_filter does
-        s00, s01, s02 = second[(0, 0)] + eps, second[(0, 1)], second[(0, 2)]
-        s11, s12, s22 = second[(1, 1)] + eps, second[(1, 2)], second[(2, 2)] + eps
-        c00, c01, c02 = s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11
-        c11, c12, c22 = s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01
-        determinant = s00 * c00 + s01 * c01 + s02 * c02
-        v0, v1, v2 = covariance_ip[..., 0], covariance_ip[..., 1], covariance_ip[..., 2]
-        a = np.stack([c00 * v0 + c01 * v1 + c02 * v2, c01 * v0 + c11 * v1 + c12 * v2,
-                      c02 * v0 + c12 * v1 + c22 * v2], axis=2) / determinant[..., None]
+    else:  # per-window 3x3 covariance + eps I, solved in closed form, as guided_filter does
+        covariance = tuple(second[pair] for pair in pairs)
+        a = np.stack(_solve_regularised_covariance(covariance, np.moveaxis(covariance_ip, 2, 0), eps), axis=2)
     mean_a = _window_sums(np.ascontiguousarray(a * scale), low_radius).reshape(*small, count) / counts  # raw I
     mean_b = _window_sums(mean_p - (a * mean_i).sum(axis=2), low_radius) / counts[..., 0]
     if small != (height, width):
