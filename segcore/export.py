@@ -12,7 +12,10 @@ one (needs onnxscript), which also handles max-unpooling by index and adaptive p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -30,6 +33,9 @@ SUFFIXES = {"onnx": ".onnx", "torch": ".pt2"}
 ONNX_OPSET = 18
 # Exported and eager logits may differ by float rounding: this much, relative to the logits' largest magnitude.
 RELATIVE_TOLERANCE = 1e-4
+CACHE_ENV = "SEGCORE_CACHE_DIR"  # where checked ONNX exports are kept between runs (default ~/.cache/segcore)
+
+log = logging.getLogger(__name__)
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -75,6 +81,53 @@ def onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int] | None = None
     """The model as an ONNX graph: at `input_size`, or with dynamic height and width when None (only for
     architectures registered with onnx="dynamic"). With `check`, ONNX Runtime must reproduce the eager logits."""
     return _onnx_export(model, input_size, batch_size, check)[0]
+
+
+def cache_dir() -> Path:
+    """$SEGCORE_CACHE_DIR, else segcore/ under $XDG_CACHE_HOME or ~/.cache."""
+    configured = os.environ.get(CACHE_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "segcore"
+
+
+def _export_key(model: torch.nn.Module, input_size: tuple[int, int] | None, batch_size: int) -> str:
+    """A digest of everything the exported graph depends on: architecture and kwargs, every weight and buffer,
+    the size it is exported at, the opset and the torch that traced it."""
+    digest = hashlib.sha256()
+    header = {"config": {key: model.segcore_config.get(key) for key in ("architecture", "model_kwargs",
+                                                                          "num_classes")},
+              "input_size": list(input_size) if input_size else None, "batch_size": batch_size,
+              "opset": ONNX_OPSET, "torch": torch.__version__}
+    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int] | None = None, batch_size: int = 1,
+                      refresh: bool = False) -> bytes:
+    """onnx_bytes (checked against the eager model), kept in cache_dir() so the next process that loads the same
+    weights skips the export (2-3 s for SINet on this CPU: an app's first request). The file is named by a digest
+    of the weights and export settings, so changed weights never reuse a stale graph; an unreadable or unwritable
+    cache only costs the export. `refresh` exports again and replaces the cached file (one found damaged)."""
+    path = cache_dir() / "onnx" / f"{_export_key(model, input_size, batch_size)}.onnx"
+    if not refresh:
+        try:
+            data = path.read_bytes()
+            if data:
+                return data
+        except OSError:
+            pass
+    data = onnx_bytes(model, input_size, batch_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            temporary.write_bytes(data)
+    except OSError as error:
+        log.warning("could not keep the ONNX export in %s (%s); the next load exports again", path.parent, error)
+    return data
 
 
 def _onnx_export(model: torch.nn.Module, input_size: tuple[int, int] | None, batch_size: int,

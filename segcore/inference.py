@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,7 @@ from segcore.errors import SegcoreError
 from segcore.image import read_image, to_rgb_uint8
 
 RUNTIMES = ("torch", "onnxruntime")
+log = logging.getLogger(__name__)
 # Resize policies whose network input is always the configured input size, whatever the photo's size.
 FIXED_SIZE_POLICIES = ("fixed", "letterbox")
 THREADS_ENV = "SEGCORE_THREADS"
@@ -336,8 +338,8 @@ class ConfigClasses:
 class Segmenter(ConfigClasses):
     """A loaded model plus its config; `predict(image)` returns labels and probabilities at the image's size.
 
-    runtime "torch" runs the module on `device`; "onnxruntime" exports it to ONNX (in memory, checked against the
-    module) and runs that on the CPU."""
+    runtime "torch" runs the module on `device`; "onnxruntime" exports it to ONNX (checked against the module, kept
+    in segcore.export.cache_dir() for the next load of the same weights) and runs that on the CPU."""
 
     def __init__(self, model: nn.Module, config: dict | None = None, device: str | torch.device | None = None,
                  runtime: str = "torch"):
@@ -358,9 +360,15 @@ class Segmenter(ConfigClasses):
         if runtime == "onnxruntime":
             if self.device.type != "cpu":
                 raise SegcoreError("runtime 'onnxruntime' runs on the CPU here; use runtime='torch' for a GPU")
-            from segcore.export import onnx_bytes
+            from segcore.export import cached_onnx_bytes
 
-            self.runner = OnnxRunner(onnx_bytes(model, self._onnx_input_size()))
+            try:
+                self.runner = OnnxRunner(cached_onnx_bytes(model, self._onnx_input_size()))
+            except SegcoreError:
+                raise
+            except Exception as error:  # a cached file ONNX Runtime cannot read (damaged on disk): export afresh
+                log.warning("cached ONNX export unreadable (%s); exporting again", error)
+                self.runner = OnnxRunner(cached_onnx_bytes(model, self._onnx_input_size(), refresh=True))
         else:
             self.runner = TorchRunner(model, self.device)
         norm = config["normalization"]

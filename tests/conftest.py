@@ -10,6 +10,15 @@ import torch.nn.functional as F
 import segcore
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_export_cache(tmp_path_factory):
+    """ONNX exports are cached on disk (segcore.export.cache_dir): the suite keeps its own, fresh each run, and
+    never writes to the user's ~/.cache. Servers the tests start inherit it through the environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGCORE_CACHE_DIR", str(tmp_path_factory.mktemp("segcore-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

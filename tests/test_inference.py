@@ -214,6 +214,39 @@ def test_onnxruntime_segmenter_equals_torch(tmp_path):
         Segmenter(torch_segmenter.model, config=torch_segmenter.config, runtime="tensorrt")
 
 
+def test_onnx_export_is_cached_per_weights(tmp_path, monkeypatch):
+    """The second ONNX Runtime load of the same weights reads the checked export from the cache instead of
+    exporting again; other weights get their own file; a damaged cache file is replaced by a fresh export."""
+    from segcore import export
+
+    monkeypatch.setenv("SEGCORE_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = segcore.create_model("sinet", num_classes=2).eval()
+    segcore.save_pretrained(model, tmp_path / "m", class_names=["background", "person"], input_size=(64, 64),
+                            normalization="imagenet", resize="letterbox")
+    exports = []
+    real_export = export._onnx_export
+    monkeypatch.setattr(export, "_onnx_export", lambda *args: exports.append(args) or real_export(*args))
+    image = np.random.default_rng(1).integers(0, 256, (80, 70, 3), dtype=np.uint8)
+    first = Segmenter.from_pretrained(tmp_path / "m", runtime="onnxruntime").predict(image)
+    files = sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(exports) == 1 and len(files) == 1 and files[0].stat().st_size > 10_000
+    second = Segmenter.from_pretrained(tmp_path / "m", runtime="onnxruntime").predict(image)
+    assert len(exports) == 1  # read back, not exported again
+    np.testing.assert_array_equal(second.probabilities, first.probabilities)
+
+    changed = segcore.load_pretrained(tmp_path / "m")
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.5)
+    Segmenter(changed, runtime="onnxruntime")
+    assert len(exports) == 2 and len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2
+
+    files[0].write_bytes(b"not an onnx graph")
+    again = Segmenter.from_pretrained(tmp_path / "m", runtime="onnxruntime").predict(image)
+    assert len(exports) == 3 and files[0].stat().st_size > 10_000  # replaced by a good export
+    np.testing.assert_allclose(again.probabilities, first.probabilities, atol=1e-6)
+
+
 def test_thread_policy_sets_threads_and_slots(monkeypatch):
     from segcore import inference
 
