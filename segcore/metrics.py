@@ -174,6 +174,41 @@ def boundary_f1(pred, target, tolerance_px: float = 2.0, ignore_index: int | Non
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Matte quality
+# --------------------------------------------------------------------------------------------------------------
+
+MATTE_SOFT_RANGE = (0.05, 0.95)  # alpha strictly between these is "partly transparent"
+
+
+def matte_statistics(alpha, mask, band_px: float = 5.0) -> dict:
+    """How clean a predicted (H, W) alpha in [0, 1] is against a binary (H, W) ground-truth mask:
+    stray_soft: share of all pixels partly transparent (0.05 < alpha < 0.95) farther than band_px from the true
+    boundary, where a matte should be opaque or clear (see-through hands, a veil over the background);
+    soft: share of partly transparent pixels anywhere; sad: sum of |alpha - mask| in thousands (the matting
+    benchmarks' SAD); mae: its mean per pixel; boundary_f1 of alpha > 0.5 against the mask (2 px)."""
+    alpha = np.asarray(_to_numpy(alpha), dtype=np.float32)
+    truth = _to_numpy(mask) > 0
+    if alpha.shape != truth.shape or alpha.ndim != 2:
+        raise ValueError(f"alpha and mask must be (H, W) of one size, got {alpha.shape} and {truth.shape}")
+    low, high = MATTE_SOFT_RANGE
+    soft = (alpha > low) & (alpha < high)
+    boundary = _label_boundaries(truth.astype(np.uint8))
+    if boundary.any():
+        distance = cv2.distanceTransform((~boundary).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        far = distance > band_px
+    else:
+        far = np.ones(truth.shape, dtype=bool)
+    error = np.abs(alpha - truth.astype(np.float32))
+    return {
+        "stray_soft": float((soft & far).mean()),
+        "soft": float(soft.mean()),
+        "sad": float(error.sum() / 1000.0),
+        "mae": float(error.mean()),
+        "boundary_f1": boundary_f1((alpha > 0.5).astype(np.uint8), truth.astype(np.uint8)),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Saliency metrics (definitions of the MIT saliency benchmark's reference code)
 # --------------------------------------------------------------------------------------------------------------
 
