@@ -175,11 +175,20 @@ MODEL_TABLE_HEADER = (
 )
 
 
+def forward_gflops(model: torch.nn.Module, inputs: torch.Tensor) -> float:
+    """GFLOPs of one forward pass of `model` on `inputs`, counted by torch.utils.flop_counter, which counts a
+    multiply-add as 2 FLOPs (papers' GMACs are half of it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(inputs)
+    return counter.get_total_flops() / 1e9
+
+
 def model_benchmark(name: str, size: tuple[int, int] | None = None, batch: int = 1, repeats: int = 10,
                     device: str | None = None, num_classes: int | None = None, threads: int | None = None) -> dict:
     """Median forward latency (eval mode, inference_mode) of a registered model on random input."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from segcore.engine.trainer import resolve_device
     from segcore.registry import create_model, model_info
 
@@ -191,9 +200,7 @@ def model_benchmark(name: str, size: tuple[int, int] | None = None, batch: int =
     classes = num_classes or (1 if info["task"] == "saliency" else 2)
     model = create_model(name, classes).eval().to(device)
     x = torch.randn(batch, 3, height, width, device=device)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        model(x[:1])
+    gflops = forward_gflops(model, x[:1])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -210,7 +217,7 @@ def model_benchmark(name: str, size: tuple[int, int] | None = None, batch: int =
     latency = statistics.median(times)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {"model": name, "size": [height, width], "batch": batch, "device": str(device),
-            "parameters": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9,
+            "parameters": sum(p.numel() for p in model.parameters()), "gflops": gflops,
             "latency_ms": latency * 1000.0, "images_per_second": batch / latency, "peak_memory_mb": peak,
             "threads": torch.get_num_threads()}
 
@@ -394,4 +401,57 @@ def webcam_table(results: list[dict]) -> str:
         rows.append(f"| {r['predictor']} | {r['runtime']} | {r['mode']} | {r['frame'][1]}x{r['frame'][0]} | "
                     f"{r['frames']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | {r['frames_per_second']:.1f} | "
                     f"{r['model_ms']:.1f} |")
+    return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mattes: how clean the alpha the app composites with is
+# --------------------------------------------------------------------------------------------------------------
+
+MATTE_VARIANTS = ("probability", "sharpened", "refined")
+
+
+def matte_benchmark(segmenter, samples, name: str = "") -> list[dict]:
+    """Per matte variant, on images with masks: the model's foreground probability as is, sharpened
+    (compose.matte refine=False) and refined (the app's "Refine edges"), scored by metrics.matte_statistics
+    (means over images) with the median ms per image of the matte step; foreground colour estimation is timed
+    on the refined matte (the app runs it before every composite)."""
+    from segcore import compose
+    from segcore.errors import SegcoreError
+    from segcore.metrics import matte_statistics
+
+    scores = {variant: [] for variant in MATTE_VARIANTS}
+    times = {variant: [] for variant in (*MATTE_VARIANTS, "foreground colours")}
+    for _, image, mask in samples:
+        if mask is None:
+            raise SegcoreError("the matte benchmark scores against masks: give --masks DIR or --data ROOT")
+        alpha = segmenter.predict(image).alpha
+        for variant in MATTE_VARIANTS:
+            started = time.perf_counter()
+            result = alpha if variant == "probability" else compose.matte(image, alpha, refine=variant == "refined")
+            times[variant].append((time.perf_counter() - started) * 1000.0)
+            scores[variant].append(matte_statistics(result, np.asarray(mask) == 1))
+        started = time.perf_counter()
+        compose.estimate_foreground(image, result)
+        times["foreground colours"].append((time.perf_counter() - started) * 1000.0)
+    rows = []
+    for variant in MATTE_VARIANTS:
+        means = {key: float(np.mean([score[key] for score in scores[variant]])) for key in scores[variant][0]}
+        rows.append({"predictor": name, "variant": variant, "images": len(samples), **means,
+                     "ms": float(np.median(times[variant]))})
+    rows.append({"predictor": name, "variant": "foreground colours", "images": len(samples),
+                 "ms": float(np.median(times["foreground colours"]))})
+    return rows
+
+
+def matte_table(results: list[dict]) -> str:
+    rows = ["| model | matte | images | stray soft % | soft % | SAD | MAE % | boundary F | ms/img |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "stray_soft" in r:
+            rows.append(f"| {r['predictor']} | {r['variant']} | {r['images']} | {100 * r['stray_soft']:.2f} | "
+                        f"{100 * r['soft']:.2f} | {r['sad']:.2f} | {100 * r['mae']:.2f} | {r['boundary_f1']:.4f} | "
+                        f"{r['ms']:.1f} |")
+        else:
+            rows.append(f"| {r['predictor']} | + {r['variant']} | {r['images']} | | | | | | {r['ms']:.1f} |")
     return "\n".join(rows)

@@ -451,3 +451,22 @@ def apply_background(image: np.ndarray, alpha: np.ndarray, mode: str = "cutout",
     if mode == "replace":
         return replace_background(image, alpha, background, foreground)
     raise SegcoreError(f"unknown mode {mode!r}; use one of {', '.join(BACKGROUND_MODES)}")
+
+
+def remove_background(image: np.ndarray, alpha: np.ndarray, mode: str = "cutout", *, refine: bool = True,
+                      blur_strength: float = 50.0, background="#ffffff", foreground_colours: bool = True,
+                      smoother: TemporalSmoother | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The whole background-removal step after the model, as the app, the webcam and `segcore cutout` run it:
+    the model's foreground probability `alpha` -> matte (sharpened; edges refined with `refine`) -> smoothed
+    across frames by `smoother` -> foreground colours estimated (`foreground_colours`) -> apply_background.
+    Returns (result, matte): RGBA for "cutout", RGB otherwise, and the (H, W) float32 alpha used."""
+    image, alpha = _check_image_and_alpha(image, alpha)
+    if mode not in BACKGROUND_MODES:
+        raise SegcoreError(f"unknown mode {mode!r}; use one of {', '.join(BACKGROUND_MODES)}")
+    final = matte(image, alpha, refine=refine)
+    if smoother is not None:
+        final = smoother.update(final)
+    foreground = estimate_foreground(image, final) if foreground_colours else None
+    result = apply_background(image, final, mode, blur_strength=blur_strength, background=background,
+                              foreground=foreground)
+    return result, final

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import cv2
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -108,3 +110,32 @@ def test_bench_webcam_composites_every_frame_at_640x480(trained_model_dir, squar
     assert result["median_ms"] >= result["model_ms"] > 0 and result["frames_per_second"] > 0
     frames = bench.webcam_frames([("a", np.zeros((100, 300, 3), np.uint8), None)])
     assert frames[0].shape == (480, 640, 3)
+
+
+def test_matte_benchmark_scores_each_variant():
+    """On generated scenes with a blurry stand-in model: refining and sharpening cut the partly transparent
+    pixels away from the boundary, and the table shows every variant."""
+    rng = np.random.default_rng(0)
+
+    class BlurryModel:  # the true mask, blurred and squashed toward 0.5: a network's wide unsure band
+        def predict(self, image):
+            mask = (image[..., 0] > 120).astype(np.float32)
+            alpha = 0.5 + 0.8 * (cv2.GaussianBlur(mask, (0, 0), 4) - 0.5)
+            return type("P", (), {"alpha": alpha.astype(np.float32)})()
+
+    samples = []
+    for index in range(3):
+        image = rng.integers(0, 60, (96, 128, 3), dtype=np.uint8)
+        mask = np.zeros((96, 128), np.int64)
+        mask[20 + index : 80, 30 : 90 + index] = 1
+        image[mask == 1] += np.uint8(150)
+        samples.append((f"scene{index}", image, mask))
+    rows = bench.matte_benchmark(BlurryModel(), samples, name="blurry")
+    by_variant = {row["variant"]: row for row in rows}
+    assert set(by_variant) == {"probability", "sharpened", "refined", "foreground colours"}
+    assert by_variant["probability"]["stray_soft"] > 0.05
+    assert by_variant["sharpened"]["stray_soft"] < 0.5 * by_variant["probability"]["stray_soft"]
+    assert by_variant["refined"]["stray_soft"] < 0.01
+    assert by_variant["refined"]["sad"] < by_variant["probability"]["sad"]
+    table = bench.matte_table(rows)
+    assert "| blurry | refined | 3 |" in table and "+ foreground colours" in table
