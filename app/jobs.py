@@ -9,7 +9,6 @@ uses at most half the cores at a lower priority. Jobs found running by a fresh m
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from segcore.engine.config import TrainConfig, load_recipe, write_recipe
 from segcore.engine.events import TrainEvent
 from segcore.errors import SegcoreError
 from segcore.fileio import write_json_atomic
+from segcore.runs import read_metrics_csv
 
 JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.json"
@@ -503,7 +503,7 @@ class ProgressReporter:
         elif event.kind == "validation":
             progress["metrics"] = {key: value for key, value in event.metrics.items()
                                    if isinstance(value, (int, float)) and key != "images"}
-            progress["metric"] = progress["metric"] or main_metric(progress["metrics"])
+            progress["metric"] = progress["metric"] or event.best_metric
         elif event.kind == "epoch":
             record = {"stage": event.stage, **event.metrics}
             progress["history"] = [item for item in progress["history"]
@@ -540,33 +540,6 @@ class ProgressReporter:
         self.progress["updated"] = time.time()
         write_json_atomic(self.path, self.progress)
         self._last_write = time.monotonic()
-
-
-def main_metric(metrics: dict) -> str | None:
-    """The metric the trainer picks best/ by when the recipe names none (mirrors default_best_metric)."""
-    return next((name for name in ("fg_iou", "miou", "cc") if name in metrics), None)
-
-
-def read_metrics_csv(path: Path) -> list[dict]:
-    try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            rows = list(csv.DictReader(stream))
-    except OSError:
-        return []
-    parsed = []
-    for row in rows:
-        record = {}
-        for key, value in row.items():
-            if value in ("", None):
-                continue
-            try:
-                number = float(value)
-            except ValueError:
-                record[key] = value
-                continue
-            record[key] = int(number) if key in ("epoch", "step") else number
-        parsed.append(record)
-    return parsed
 
 
 def _die_with_parent() -> None:

@@ -45,61 +45,20 @@ SAMPLE_DATASETS = {"shapes (generated: 96 images, 3 classes)": "shapes"}
 
 
 # ------------------------------------------------------------------------------------------------- model catalog
-@dataclass(frozen=True)
-class CatalogEntry:
-    name: str  # shown in model pickers: a shipped folder name, or "fine-tuned/<job name>"
-    path: Path
-    architecture: str
-    task: str
-    class_names: tuple[str, ...]
-    source: str = "shipped"  # shipped | fine-tuned
-
-    @property
-    def removes_background(self) -> bool:
-        """Models whose class 0 is background can cut out the rest (portrait and other foreground models)."""
-        return self.task != "saliency" and len(self.class_names) >= 2 and self.class_names[0] == "background"
-
-
-def _entry(name: str, folder: Path, source: str) -> CatalogEntry:
-    config = segcore.checkpoint.read_config(folder / "config.json")
-    return CatalogEntry(
-        name=name,
-        path=folder,
-        architecture=config["architecture"],
-        task=config.get("task") or segcore.model_info(config["architecture"])["task"],
-        class_names=tuple(config.get("class_names", ())),
-        source=source,
-    )
+# The catalogue is segcore.zoo, shared with the library and the CLI; the app only says where its folders are
+# (read at each call: tests and deployments move them).
+CatalogEntry = segcore.zoo.SavedModel
 
 
 def trained_models(weights_dir: Path | None = None) -> list[CatalogEntry]:
     """Trained models shipped under assets/weights (each folder: config.json + model.safetensors)."""
-    weights_dir = Path(weights_dir or WEIGHTS_DIR)
-    entries = []
-    if weights_dir.is_dir():
-        for folder in sorted(weights_dir.iterdir()):
-            if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-                entries.append(_entry(folder.name, folder, "shipped"))
-    return entries
+    return segcore.zoo.shipped_models(weights_dir or WEIGHTS_DIR)
 
 
 def list_models(task: str | None = None, background_removal: bool = False) -> list[CatalogEntry]:
-    """Shipped models, then models fine-tuned in the app (finished jobs), optionally filtered."""
-    entries = trained_models()
-    try:
-        finished = job_manager().finished_models()
-    except SegcoreError as error:
-        # Another app instance owns the jobs folder: inference still works here, with the shipped models.
-        log.warning("fine-tuned models are not listed: %s", error)
-        finished = []
-    for name, folder in finished:
-        if (folder / "config.json").is_file():
-            entries.append(_entry(f"fine-tuned/{name}", folder, "fine-tuned"))
-    if task is not None:
-        entries = [entry for entry in entries if entry.task == task]
-    if background_removal:
-        entries = [entry for entry in entries if entry.removes_background]
-    return entries
+    """Shipped models, then models fine-tuned in the app (finished jobs, newest first), optionally filtered."""
+    return segcore.zoo.saved_models(task, background_removal=background_removal, weights_dir=WEIGHTS_DIR,
+                                    runs_dir=RUNS_DIR)
 
 
 def model_names(task: str | None = None, background_removal: bool = False) -> list[str]:
@@ -117,15 +76,7 @@ def default_background_model() -> str | None:
 
 
 def find_model(name: str | None) -> CatalogEntry:
-    entries = list_models()
-    if not name:
-        raise SegcoreError("no model chosen; pick one from the model list"
-                           + ("" if entries else " (none is installed: ship or fine-tune one first)"))
-    for entry in entries:
-        if entry.name == name:
-            return entry
-    known = ", ".join(entry.name for entry in entries) or "none"
-    raise SegcoreError(f"unknown model {name!r}; available models: {known}")
+    return segcore.zoo.find(name, weights_dir=WEIGHTS_DIR, runs_dir=RUNS_DIR)
 
 
 def architectures() -> list[dict]:
@@ -523,8 +474,8 @@ def prepare_dataset(upload=None, sample: str | None = None) -> tuple[Path, str]:
 
 def finetune_base_choices() -> list[str]:
     """What a fine-tune can start from: a fresh architecture, or a trained model's weights."""
-    fresh = [f"scratch: {name}" for name in ("unet", "sinet", "enet", "bisenet", "unet_resnet50")
-             if name in segcore.list_models()]
+    # Fresh starts: the architectures that declare a light fine-tune (small enough to train in minutes on a CPU).
+    fresh = [f"scratch: {name}" for name in segcore.registry.architectures_with("light_fine_tune")]
     return fresh + [f"from: {name}" for name in model_names()]
 
 
@@ -539,10 +490,11 @@ def finetune_config(dataset: Path, base: str, *, epochs: int, lr: float, batch_s
                     "augmentation": "scene", "device": "auto", "workers": 0, "val_every": 1,
                     "dataset_kwargs": {"val_fraction": 0.2}}
     if kind == "scratch":
-        if name not in segcore.list_models():
-            raise SegcoreError(f"unknown architecture {name!r}; choose one of {', '.join(segcore.list_models())}")
-        light = {"unet": {"width": 16}, "unet_resnet50": {"encoder": "resnet18"}, "bisenet": {"backbone": "xception39"}}
-        config.update(model=name, model_kwargs=light.get(name, {}))
+        offered = segcore.registry.architectures_with("light_fine_tune")
+        if name not in offered:
+            raise SegcoreError(f"unknown architecture {name!r} for a fresh fine-tune; choose one of "
+                               f"{', '.join(offered)}")
+        config.update(model=name, model_kwargs=dict(segcore.registry.capabilities(name).light_fine_tune))
     elif kind == "from":
         entry = find_model(name)
         saved = segcore.checkpoint.read_config(entry.path / "config.json")
@@ -551,8 +503,9 @@ def finetune_config(dataset: Path, base: str, *, epochs: int, lr: float, batch_s
     else:
         raise SegcoreError(f"unknown starting point {base!r}; choose one of {', '.join(finetune_base_choices())}")
     if freeze_encoder:
-        if config["model"] != "unet_resnet50":
-            raise SegcoreError(f"freezing the encoder needs a pretrained-encoder model (unet_resnet50), not "
+        if not segcore.registry.capabilities(config["model"]).freezable_encoder:
+            able = ", ".join(segcore.registry.architectures_with("freezable_encoder"))
+            raise SegcoreError(f"freezing the encoder needs a model with a freezable encoder ({able}), not "
                                f"{config['model']}; untick 'freeze encoder'")
         config["frozen_encoder_epochs"] = -1
     return config

@@ -1,4 +1,5 @@
-"""Saved models: a folder with `model.safetensors` + `config.json`, read from disk or from the Hugging Face Hub.
+"""Saved models: a folder with `model.safetensors` + `config.json`, read from disk or from the Hugging Face Hub,
+or found by name in the catalogue of installed models (segcore.zoo).
 
 The config names the registered architecture and its kwargs, so loading rebuilds the network with
 `create_model` and never unpickles anything: a checkpoint from a stranger cannot run code. Legacy `.pt`/`.pth`
@@ -34,6 +35,11 @@ RESIZE_POLICIES = ("fixed", "letterbox", "max_side", "none")
 # Files a model folder may hold; anything else means the folder is not ours and must not be replaced.
 _OWNED_FILES = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_repo_id(value: str) -> bool:
+    """Whether `value` has the shape of a Hugging Face Hub repo id ('owner/name'), not of a file name."""
+    return bool(_REPO_ID.match(value)) and not value.endswith((".safetensors", ".pt", ".pth", ".json"))
 
 
 def _json_ready(value, what: str):
@@ -342,7 +348,7 @@ def _download_from_hub(repo_id: str, revision: str | None) -> Path:
 
 
 def load_pretrained(
-    path_or_repo_id: str | os.PathLike,
+    name_or_path: str | os.PathLike,
     device: str | torch.device | None = None,
     *,
     revision: str | None = None,
@@ -350,14 +356,17 @@ def load_pretrained(
     num_classes: int | None = None,
     model_kwargs: dict | None = None,
 ) -> nn.Module:
-    """Rebuild a saved model (in eval mode) from a folder, a weights file, or a Hugging Face Hub repo id.
+    """Rebuild a saved model (in eval mode) from a folder, a weights file, an installed model's name
+    (`load_pretrained("portrait-sinet")`, see segcore.zoo) or a Hugging Face Hub repo id.
 
     The returned model carries its full config as `model.segcore_config` (class names, colours, normalisation,
     input size, meta). For a bare `.pt`/`.pth`/`.safetensors` file without a config.json beside it, name the
     architecture and num_classes; `.pt`/`.pth` files are read with torch.load(weights_only=True) only.
     """
-    source = Path(path_or_repo_id)
-    if source.exists():
+    from segcore.zoo import resolve  # the catalogue reads configs with this module: imported when first needed
+
+    source = resolve(name_or_path)
+    if isinstance(source, Path):
         if source.is_dir():
             config = read_config(source / CONFIG_NAME)
             weights_path = source / WEIGHTS_NAME
@@ -381,13 +390,7 @@ def load_pretrained(
                 )
             weights_path = source
     else:
-        repo_id = str(path_or_repo_id)
-        if not _REPO_ID.match(repo_id) or repo_id.endswith((".safetensors", ".pt", ".pth", ".json")):
-            raise CheckpointError(
-                f"{repo_id}: no such file or folder (and it is not a Hugging Face Hub repo id like 'owner/name'); "
-                "check the path"
-            )
-        folder = _download_from_hub(repo_id, revision)
+        folder = _download_from_hub(source, revision)
         config = read_config(folder / CONFIG_NAME)
         weights_path = folder / WEIGHTS_NAME
         source = folder

@@ -207,7 +207,9 @@ class Prediction:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from segcore.devices import resolve_device
+
+    return resolve_device("auto")
 
 
 def network_input_size(height: int, width: int, input_size: tuple[int, int], policy: str) -> tuple[int, int]:
@@ -388,9 +390,10 @@ class Segmenter(ConfigClasses):
         return None
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, device: str | torch.device | None = None,
+    def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None,
                         runtime: str = "torch") -> "Segmenter":
-        model = load_pretrained(path_or_repo_id, device="cpu" if runtime == "onnxruntime" else None)
+        """A segmenter for an installed model's name (segcore.zoo), a saved model folder or a Hub repo id."""
+        model = load_pretrained(name_or_path, device="cpu" if runtime == "onnxruntime" else None)
         return cls(model, device=device, runtime=runtime)
 
     def _prepare(self, image) -> np.ndarray:

@@ -9,11 +9,14 @@ Deviation: the contrastive loss samples at most `max_pixels` pixels per image so
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from segcore.errors import ConfigError, InputError
 
 _LOSSES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -29,8 +32,12 @@ def _register(name: str):
 def build_loss(name: str, **kwargs) -> nn.Module:
     """The loss registered under `name` ("ce", "boundary", "contrastive", "mse", "kld", "cc", "saliency")."""
     if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(sorted(_LOSSES))}")
-    return _LOSSES[name](**kwargs)
+        raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(sorted(_LOSSES))}")
+    try:
+        return _LOSSES[name](**kwargs)
+    except TypeError as error:  # a misspelt loss_kwargs key is the recipe's problem, not a bug
+        raise ConfigError(f"bad loss_kwargs for loss {name!r}: {error}; it takes "
+                          f"{inspect.signature(_LOSSES[name])}") from None
 
 
 def list_losses() -> list[str]:
@@ -58,7 +65,7 @@ class SupervisedLoss(nn.Module):
 
 def _check_sizes(logits: torch.Tensor, target: torch.Tensor) -> None:
     if logits.shape[-2:] != target.shape[-2:]:
-        raise ValueError(
+        raise InputError(
             f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in size; models return logits "
             "at the input size, so resize the target with the image"
         )
@@ -127,7 +134,7 @@ def boundary_band(target: torch.Tensor, width: int = 15, ignore_index: int | Non
     create no band) and are never in the band themselves. Outside the image nothing is assumed (as OpenCV's
     default border for morphology)."""
     if width < 1 or width % 2 == 0:
-        raise ValueError(f"band width must be an odd positive number, got {width}")
+        raise ConfigError(f"band width must be an odd positive number, got {width}")
     target = target.long()
     if target.dim() == 2:
         target = target.unsqueeze(0)
@@ -251,9 +258,9 @@ class PixelContrastiveLoss(nn.Module):
     ):
         super().__init__()
         if mode not in ("within", "cross", "batch"):
-            raise ValueError(f"mode must be within, cross or batch, got {mode!r}")
+            raise ConfigError(f"mode must be within, cross or batch, got {mode!r}")
         if temperature <= 0:
-            raise ValueError("temperature must be > 0")
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
         self.mode = mode
         self.temperature = float(temperature)
         self.max_pixels = None if max_pixels is None else int(max_pixels)
@@ -268,7 +275,7 @@ class PixelContrastiveLoss(nn.Module):
         labels_distorted: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if features.shape != features_distorted.shape or features.dim() != 4:
-            raise ValueError(
+            raise InputError(
                 f"features and features_distorted must both be (B, D, h, w), got {tuple(features.shape)} and "
                 f"{tuple(features_distorted.shape)}"
             )
@@ -318,7 +325,8 @@ class PixelContrastiveLoss(nn.Module):
 def _saliency_inputs(logits: torch.Tensor, density: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sigmoid maps and densities, both (N, H*W) float."""
     if logits.dim() != 4 or logits.shape[1] != 1:
-        raise ValueError(f"saliency losses need one-channel logits (N, 1, H, W), got {tuple(logits.shape)}")
+        raise InputError(f"saliency losses need one-channel logits (N, 1, H, W), got {tuple(logits.shape)}; build "
+                         "the model with num_classes=1")
     if density.dim() == 3:
         density = density.unsqueeze(1)
     _check_sizes(logits, density)

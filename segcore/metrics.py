@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from segcore.errors import ConfigError, InputError
+
 
 def _to_tensor(array) -> torch.Tensor:
     if isinstance(array, torch.Tensor):
@@ -38,7 +40,7 @@ class ConfusionMatrix:
 
     def __init__(self, num_classes: int, ignore_index: int | None = None):
         if num_classes < 1:
-            raise ValueError("num_classes must be >= 1")
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
@@ -51,7 +53,8 @@ class ConfusionMatrix:
         if pred.dim() == target.dim() + 1:
             pred = pred.argmax(dim=1)
         if pred.shape != target.shape:
-            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+            raise InputError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape; resize the "
+                             "prediction to the mask (nearest neighbour) before scoring")
         if pred.device != target.device:
             pred = pred.to(target.device)
         pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
@@ -60,7 +63,7 @@ class ConfusionMatrix:
             pred, target = pred[keep], target[keep]
         for name, labels in (("target", target), ("pred", pred)):
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(
+                raise InputError(
                     f"{name} has labels outside 0..{self.num_classes - 1} "
                     f"(min {int(labels.min())}, max {int(labels.max())}); set ignore_index for void pixels"
                 )
@@ -71,7 +74,8 @@ class ConfusionMatrix:
     def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
         """Add another matrix's counts into this one (same number of classes)."""
         if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge {other.num_classes} classes into {self.num_classes}")
+            raise InputError(f"cannot merge {other.num_classes} classes into {self.num_classes}; merge only matrices "
+                             "of one dataset's classes")
         self.matrix = self.matrix + other.matrix.to(self.matrix.device)
         return self
 
@@ -156,7 +160,7 @@ def boundary_f1(pred, target, tolerance_px: float = 2.0, ignore_index: int | Non
     """
     pred, target = _to_numpy(pred), _to_numpy(target)
     if pred.shape != target.shape or pred.ndim != 2:
-        raise ValueError(f"pred and target must be (H, W) label maps of one size, got {pred.shape} and {target.shape}")
+        raise InputError(f"pred and target must be (H, W) label maps of one size, got {pred.shape} and {target.shape}")
     valid = target != ignore_index if ignore_index is not None else None
     pred_boundary = _label_boundaries(pred, valid)
     target_boundary = _label_boundaries(target, valid)
@@ -189,7 +193,7 @@ def matte_statistics(alpha, mask, band_px: float = 5.0) -> dict:
     alpha = np.asarray(_to_numpy(alpha), dtype=np.float32)
     truth = _to_numpy(mask) > 0
     if alpha.shape != truth.shape or alpha.ndim != 2:
-        raise ValueError(f"alpha and mask must be (H, W) of one size, got {alpha.shape} and {truth.shape}")
+        raise InputError(f"alpha and mask must be (H, W) of one size, got {alpha.shape} and {truth.shape}")
     low, high = MATTE_SOFT_RANGE
     soft = (alpha > low) & (alpha < high)
     boundary = _label_boundaries(truth.astype(np.uint8))
@@ -238,7 +242,7 @@ def saliency_metrics(pred, density, fixations) -> dict:
     density = _to_numpy(density).astype(np.float64)
     fixations = _to_numpy(fixations) != 0
     if density.shape != fixations.shape or density.ndim != 2:
-        raise ValueError(f"density {density.shape} and fixations {fixations.shape} must be (H, W) of one size")
+        raise InputError(f"density {density.shape} and fixations {fixations.shape} must be (H, W) of one size")
     if pred.shape != density.shape:
         pred = cv2.resize(pred, (density.shape[1], density.shape[0]), interpolation=cv2.INTER_LINEAR)
 

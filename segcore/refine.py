@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segcore.errors import ConfigError, ImageError, InputError
+
 # Probabilities are clipped here before the unary -log P, as pydensecrf's unary_from_softmax does.
 PROBABILITY_FLOOR = 1e-5
 
@@ -91,7 +93,7 @@ class PermutohedralLattice:
         lowest = nearest[:dim].amin(dim=1).to(torch.long) - 2 * step
         spans = nearest[:dim].amax(dim=1).to(torch.long) - lowest + 2 * step + 1
         if float(torch.prod(spans.to(torch.float64))) >= 2.0**62:
-            raise ValueError(
+            raise ConfigError(
                 "the feature range is too wide for the lattice's 64-bit keys; use larger standard deviations "
                 "(theta_alpha / theta_beta)"
             )
@@ -329,9 +331,11 @@ class DenseCRF:
         w2: float = 3.0,
     ):
         if image.dim() != 3 or image.shape[2] != 3:
-            raise ValueError(f"image must be (H, W, 3) RGB, got shape {tuple(image.shape)}")
+            raise ImageError(f"image must be (H, W, 3) RGB, got shape {tuple(image.shape)}; convert grey or RGBA "
+                             "images to RGB first")
         if min(theta_alpha, theta_beta, theta_gamma) <= 0 or min(w1, w2) < 0:
-            raise ValueError("theta_alpha, theta_beta and theta_gamma must be > 0 and w1, w2 >= 0")
+            raise ConfigError("theta_alpha, theta_beta and theta_gamma must be > 0 and w1, w2 >= 0, got "
+                              f"{theta_alpha}, {theta_beta}, {theta_gamma}, {w1}, {w2}")
         self.height, self.width = int(image.shape[0]), int(image.shape[1])
         device = image.device
         self.kernels: list[tuple[float, NormalizedKernel]] = []
@@ -433,15 +437,17 @@ def dense_crf(
     (positions and position standard deviations scaled alike) and the result is resized back bilinearly.
     """
     if probs.ndim != 3:
-        raise ValueError(f"probs must be (C, H, W), got shape {tuple(probs.shape)}")
+        raise InputError(f"probs must be (C, H, W), got shape {tuple(probs.shape)}; for a one-channel map pass "
+                         "np.stack([1 - p, p])")
     if tuple(image.shape[:2]) != tuple(probs.shape[1:]):
-        raise ValueError(f"image {tuple(image.shape[:2])} and probs {tuple(probs.shape[1:])} differ in size")
+        raise InputError(f"image {tuple(image.shape[:2])} and probs {tuple(probs.shape[1:])} differ in size; resize "
+                         "the probabilities to the image first")
     if probs.shape[0] == 1:
         return probs
     if probs.shape[1] == 0 or probs.shape[2] == 0:
-        raise ValueError(f"the image is empty: {tuple(image.shape)}")
+        raise ImageError(f"the image is empty: {tuple(image.shape)}")
     if iterations < 0:
-        raise ValueError("iterations must be >= 0")
+        raise ConfigError(f"iterations must be >= 0, got {iterations}")
     torch_in = isinstance(probs, torch.Tensor)
     device = torch.device(device) if device is not None else (probs.device if torch_in else torch.device("cpu"))
     image_t = _as_tensor(image, device).to(torch.float32)
@@ -525,11 +531,11 @@ def guided_filter(image, soft_mask, radius: int = 8, eps: float = 1e-3):
     guide = guide.to(torch.float64) / 255.0 if guide.dtype == torch.uint8 else guide.to(torch.float64)
     mask = _as_tensor(soft_mask, device).to(torch.float64)
     if mask.dim() != 2 or tuple(guide.shape[:2]) != tuple(mask.shape):
-        raise ValueError(
+        raise InputError(
             f"soft_mask must be (H, W) matching the image, got {tuple(mask.shape)} and {tuple(guide.shape)}"
         )
     if radius < 1:
-        raise ValueError("radius must be >= 1")
+        raise ConfigError(f"radius must be >= 1, got {radius}")
     mean_p = _box_mean(mask, radius)
     if guide.dim() == 2 or guide.shape[2] == 1:
         guide = guide.reshape(mask.shape)
@@ -568,12 +574,12 @@ def fast_guided_filter(image: np.ndarray, soft_mask: np.ndarray, radius: int = 8
     `guided_filter` itself (to float32 rounding). image: (H, W, 3) or (H, W) uint8 or float in [0, 1]; soft_mask
     (H, W) float in [0, 1]. Returns (H, W) float32 in [0, 1]."""
     if subsample < 1 or radius < 1:
-        raise ValueError("radius and subsample must be >= 1")
+        raise ConfigError(f"radius and subsample must be >= 1, got {radius} and {subsample}")
     image = image[..., None] if image.ndim == 2 else image
     mask = np.asarray(soft_mask, dtype=np.float32)
     height, width = mask.shape
     if image.shape[:2] != mask.shape:
-        raise ValueError(f"soft_mask must be (H, W) matching the image, got {mask.shape} and {image.shape[:2]}")
+        raise InputError(f"soft_mask must be (H, W) matching the image, got {mask.shape} and {image.shape[:2]}")
     scale = np.float32(1.0 / 255.0) if image.dtype == np.uint8 else np.float32(1.0)
     small = (max(1, round(height / subsample)), max(1, round(width / subsample)))
     low_radius = max(1, round(radius / subsample))

@@ -1,4 +1,5 @@
-"""Ship a trained model: measure it on a named split, write it under assets/weights/NAME with a model card.
+"""Ship a trained model: measure it on a named split, write it as WEIGHTS_DIR/NAME with a model card.
+(The docs tables over shipped models are segcore.reports; reading run folders is segcore.runs.)
 
 `python -m segcore ship RUN_DIR/best --name NAME --data ROOT --split test --licence "..."` evaluates the model
 through `evaluate` (full-size images), times it on the CPU at its input size, and writes model.safetensors +
@@ -14,15 +15,13 @@ says on which metrics it beats the baseline (KLD: lower is better; the others: h
 from __future__ import annotations
 
 import copy
-import csv
-import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from segcore.checkpoint import build_config, load_pretrained, save_pretrained
 from segcore.engine.data import open_dataset
@@ -30,17 +29,11 @@ from segcore.engine.evaluate import CenterBias, evaluate
 from segcore.errors import SegcoreError
 from segcore.inference import Segmenter
 from segcore.registry import builder_parameters, create_model
+from segcore.reports import LOWER_IS_BETTER, beats_baseline
+from segcore.runs import run_training_summary
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
-# Recorded test results of the contrastive-pretraining comparison (issue 6, item 4), rendered into docs/models.md.
-CONTRASTIVE_RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "contrastive"
-# Recorded evaluations of models trained on a lent GPU (issue 6, item 5), set against the shipped CPU models.
-GPU_RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "bisenet-gpu"
-# Person models and the MediaPipe peer on the same validation sources and test split (issue 13).
-PERSON_RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results" / "persons"
 HALF_PRECISION_ABOVE_BYTES = 5 * 2**20
 MAX_FILE_BYTES = 25 * 2**20
-LOWER_IS_BETTER = {"kld"}
 
 
 def cpu_name() -> str:
@@ -121,12 +114,6 @@ def _format_metrics(metrics: dict, class_names: list[str]) -> list[str]:
     return lines
 
 
-def beats_baseline(metrics: dict, baseline: dict) -> dict[str, bool]:
-    """For each metric both share: does the model beat the baseline (strictly)?"""
-    return {key: (metrics[key] < value if key in LOWER_IS_BETTER else metrics[key] > value)
-            for key, value in baseline.items() if isinstance(value, float) and key in metrics}
-
-
 def _baseline_lines(metrics: dict, baseline: dict) -> list[str]:
     wins = beats_baseline(metrics, baseline)
     lines = ["", f"### Against the {baseline['name']} baseline, same images", "",
@@ -202,10 +189,11 @@ def without_training_heads(model: torch.nn.Module) -> torch.nn.Module:
     return slim.eval()
 
 
-def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, dataset: str | None = None,
-               licence: str, weights_dir: Path = WEIGHTS_DIR, command: str = "", hardware: str | None = None,
+def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str, dataset: str | None = None,
+               licence: str, weights_dir: str | os.PathLike, command: str = "", hardware: str | None = None,
                notes: str = "", class_names: list[str] | None = None) -> dict:
-    """`hardware` overrides the device the run recorded (e.g. the GPU's name); `notes` go into the card;
+    """Write the model as `weights_dir/name` (the CLI passes assets/weights of the current folder).
+    `hardware` overrides the device the run recorded (e.g. the GPU's name); `notes` go into the card;
     `class_names` renames the classes (e.g. background, person for a folder dataset's background, foreground)."""
     model_dir = Path(model_dir)
     model = without_training_heads(load_pretrained(model_dir, device="cpu"))
@@ -244,7 +232,7 @@ def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, datas
                            f"file may take{why}; ship a smaller model")
     card = model_card(name, config, metrics, split, data, licence, training, latency, parameters, hardware, command,
                       baseline=baseline, notes=notes, end_to_end=end_to_end)
-    target = weights_dir / name
+    target = Path(weights_dir) / name
     shipped_meta = {"shipped": {"name": name, "split": split, "data": data, "metrics": metrics,
                                 "cpu_latency_ms": latency, "end_to_end_ms": end_to_end[0],
                                 "end_to_end_runtime": end_to_end[1], "parameters": parameters, "hardware": hardware,
@@ -254,193 +242,3 @@ def ship_model(model_dir: str | Path, name: str, *, data: str, split: str, datas
         shipped_meta["shipped"]["baseline"] = baseline
     save_pretrained(model, target, dtype=dtype, model_card=card, **shipped_meta)
     return {"path": str(target), "metrics": metrics, "cpu_latency_ms": latency, "dtype": dtype, "baseline": baseline}
-
-
-def shipped_models(weights_dir: Path = WEIGHTS_DIR) -> list[dict]:
-    """Config of every shipped model folder (with its "shipped" measurements), sorted by name."""
-    rows = []
-    if weights_dir.is_dir():
-        for folder in sorted(weights_dir.iterdir()):
-            config_path = folder / "config.json"
-            if config_path.is_file():
-                config = json.loads(config_path.read_text())
-                rows.append({"folder": folder.name, **config})
-    return rows
-
-
-def _latency_cell(shipped: dict) -> str:
-    network = f"network {shipped.get('cpu_latency_ms', float('nan')):.1f} ms"
-    if "end_to_end_ms" in shipped:
-        return f"end to end {shipped['end_to_end_ms']:.1f} ms ({shipped['end_to_end_runtime']}, 1 thread); {network}"
-    return network
-
-
-def shipped_table(weights_dir: Path = WEIGHTS_DIR) -> str:
-    """Markdown table of shipped models for docs/models.md, from their configs' measured numbers."""
-    lines = ["| shipped model | task | architecture | parameters (M) | input | metrics (split) | CPU latency | "
-             "training |", "|---|---|---|---:|---|---|---:|---|"]
-    for row in shipped_models(weights_dir):
-        shipped = row.get("meta", {}).get("shipped", {})
-        metrics = shipped.get("metrics", {})
-        shown = ", ".join(f"{key} {value * 100:.1f}" if key not in ("cc", "nss", "kld", "sim", "auc_judd")
-                          else f"{key} {value:.3f}" for key, value in metrics.items()
-                          if isinstance(value, float) and key not in ("pixel_acc", "mean_acc", "fwiou"))
-        shown += f" ({shipped.get('split')})"
-        baseline = shipped.get("baseline")
-        if baseline:
-            wins = beats_baseline(metrics, baseline)
-            shown += (f"; beats the centre-bias baseline on {sum(wins.values())} of {len(wins)} ("
-                      + ", ".join(f"{key} {value:.3f}" for key, value in baseline.items()
-                                  if isinstance(value, float)) + ")")
-        hours = shipped.get("wall_seconds")
-        lines.append(
-            f"| {row['folder']} | {row['task']} | {row['architecture']} | {shipped.get('parameters', 0) / 1e6:.3f} | "
-            f"{row['input_size'][0]}x{row['input_size'][1]} | {shown} | "
-            f"{_latency_cell(shipped)} | "
-            f"{shipped.get('epochs')} epochs, {hours / 3600 if hours else float('nan'):.2f} h, {shipped.get('hardware')} |"
-        )
-    if len(lines) == 2:
-        lines.append("| (none shipped yet) | | | | | | | |")
-    return "\n".join(lines)
-
-
-def run_training_summary(model_dir: str | Path) -> dict:
-    """What produced a trained model folder (RUN/best, or RUN/STAGE/best of a multi-stage run): recipe name,
-    fraction of training labels, each stage's epochs and wall time (from its metrics.csv), and the totals."""
-    model_dir = Path(model_dir)
-
-    def recipe_of(folder: Path) -> dict:
-        path = folder / "recipe.yaml"
-        return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-
-    # Each stage folder of a multi-stage run holds its own single-stage recipe; the run's recipe lists the stages.
-    stage_dir, outer = model_dir.parent, model_dir.parent.parent
-    outer_stages = [stage.get("name") for stage in recipe_of(outer).get("stages") or []]
-    run_dir = outer if stage_dir.name in outer_stages else stage_dir
-    recipe = recipe_of(run_dir)
-    stage_names = [stage.get("name", f"stage{index}") for index, stage in enumerate(recipe.get("stages") or [])]
-    stage_dirs = [(name, run_dir / name) for name in stage_names] or [("train", run_dir)]
-    stages = []
-    for name, folder in stage_dirs:
-        rows = []
-        if (folder / "metrics.csv").is_file():
-            with open(folder / "metrics.csv", newline="") as stream:
-                rows = list(csv.DictReader(stream))
-        stages.append({"name": name, "epochs": int(rows[-1]["epoch"]) if rows else 0,
-                       "wall_seconds": float(rows[-1]["seconds"]) if rows else 0.0})
-    return {"run": run_dir.name, "train_fraction": float(recipe.get("train_fraction", 1.0)), "stages": stages,
-            "epochs": sum(stage["epochs"] for stage in stages),
-            "wall_seconds": sum(stage["wall_seconds"] for stage in stages)}
-
-
-def recorded_runs(results_dir: Path) -> list[dict]:
-    """The evaluations in `results_dir` that `segcore eval --record` wrote (each with its run's training summary)."""
-    records = [json.loads(path.read_text()) for path in sorted(Path(results_dir).glob("*.json"))]
-    return [record for record in records if "training" in record]
-
-
-def comparison_table(results_dir: Path) -> str:
-    """Markdown table of recorded evaluations (`segcore eval --record FILE`) in `results_dir`, grouped by the
-    fraction of training labels and the total epochs (arms compare at equal epochs), the better arm of each named."""
-    records = recorded_runs(results_dir)
-    if not records:
-        return "(no recorded runs yet)"
-
-    def group_of(record: dict) -> tuple[float, int]:
-        return record["training"]["train_fraction"], record["training"]["epochs"]
-
-    records.sort(key=lambda r: (*group_of(r), r["training"]["run"]))
-    lines = ["| run | training labels | stages (epochs) | epochs | wall time | fg IoU | mIoU | boundary F | split |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
-    for record in records:
-        training = record["training"]
-        stages = " + ".join(f"{stage['name']} {stage['epochs']}" for stage in training["stages"])
-        lines.append(
-            f"| {training['run']} | {training['train_fraction'] * 100:.0f} % | {stages} | {training['epochs']} | "
-            f"{training['wall_seconds'] / 3600:.2f} h | {record['fg_iou'] * 100:.2f} | {record['miou'] * 100:.2f} | "
-            f"{record['boundary_f1']:.3f} | {record['split']} ({record['images']} images) |")
-    lines.append("")
-    for fraction, epochs in sorted({group_of(r) for r in records}):
-        group = [r for r in records if group_of(r) == (fraction, epochs)]
-        where = f"{fraction * 100:.0f} % of the labels, {epochs} epochs"
-        if len(group) > 1:
-            best = max(group, key=lambda r: r["fg_iou"])
-            others = ", ".join(f"{r['training']['run']} {r['fg_iou'] * 100:.2f}" for r in group if r is not best)
-            lines.append(f"- {where}: {best['training']['run']} is better, fg IoU {best['fg_iou'] * 100:.2f} against "
-                         f"{others}.")
-        else:
-            lines.append(f"- {where}: only {group[0]['training']['run']} is recorded so far; no comparison yet.")
-    return "\n".join(lines)
-
-
-def _headline(record: dict) -> tuple[str, float]:
-    """The metric a run is ranked by: foreground IoU for two-class (portrait) results, else mIoU."""
-    return ("fg_iou", record["fg_iou"]) if "fg_iou" in record else ("miou", record["miou"])
-
-
-def against_shipped_table(results_dir: Path, weights_dir: Path = WEIGHTS_DIR) -> str:
-    """Markdown table of recorded evaluations (`segcore eval --record FILE`) in `results_dir`, each set against the
-    best other shipped model measured on the same data and split, and whether it ships itself (as a folder of its
-    run's name)."""
-    records = recorded_runs(results_dir)
-    if not records:
-        return "(no recorded runs yet)"
-    shipped = [(row["folder"], row["meta"]["shipped"]) for row in shipped_models(weights_dir)]
-    lines = ["| run | split | epochs | wall time | metric | best other shipped model, same data and split | ships |",
-             "|---|---|---:|---:|---:|---|---|"]
-    for record in records:
-        training = record["training"]
-        key, value = _headline(record)
-        ships, peers = "no", []
-        for folder, measured in shipped:
-            same = measured["data"] == record["data"] and measured["split"] == record["split"]
-            if not same or key not in measured["metrics"]:
-                continue
-            if folder == training["run"]:
-                ships = f"yes, as {folder}"
-            else:
-                peers.append((measured["metrics"][key], folder))
-        peer = max(peers, default=None)
-        against = (f"{peer[1]}: {key} {peer[0] * 100:.2f} ({'beaten' if value > peer[0] else 'not beaten'})"
-                   if peer else "none")
-        lines.append(f"| {training['run']} | {record['split']} ({record['images']} images) | {training['epochs']} | "
-                     f"{training['wall_seconds'] / 60:.1f} min | {key} {value * 100:.2f} | {against} | {ships} |")
-    return "\n".join(lines)
-
-
-def _evaluated_sets(record: dict) -> dict[str, dict]:
-    """"source split" -> metrics of one record: per source for `eval --recipe`, else the one data folder."""
-    if "sources" in record:
-        return {f"{name} {record['split']}": metrics for name, metrics in record["sources"].items()}
-    return {f"{Path(record['data']).name} {record['split']}": record}
-
-
-def person_table(results_dir: Path = PERSON_RESULTS_DIR, peer_prefix: str = "mediapipe") -> str:
-    """Markdown table: fg IoU (%) of each recorded model or peer on each evaluated set, and for each model the sets
-    where it is at or above the peer (records written by `segcore eval ... --record docs/results/persons/X.json`)."""
-    records = [json.loads(path.read_text()) for path in sorted(Path(results_dir).glob("*.json"))]
-    if not records:
-        return "(no recorded evaluations yet)"
-    rows: dict[str, dict[str, dict]] = {}
-    for record in records:
-        rows.setdefault(record["model"], {}).update(_evaluated_sets(record))
-    columns = list(dict.fromkeys(column for sets in rows.values() for column in sets))
-    columns.sort(key=lambda column: column.endswith(" test"))  # validation sets first, the test split last
-    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for model, sets in rows.items():
-        cells = [f"{sets[column]['fg_iou'] * 100:.2f}" if column in sets else "" for column in columns]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    images = {column: next(sets[column]["images"] for sets in rows.values() if column in sets) for column in columns}
-    lines.append("")
-    lines.append("Images per set: " + ", ".join(f"{column} {count}" for column, count in images.items()) + ".")
-    peers = [model for model in rows if model.startswith(peer_prefix)]
-    for peer in peers:
-        for model, sets in rows.items():
-            if model in peers:
-                continue
-            shared = [column for column in columns if column in sets and column in rows[peer]]
-            at_or_above = [column for column in shared if sets[column]["fg_iou"] >= rows[peer][column]["fg_iou"]]
-            below = [column for column in shared if column not in at_or_above]
-            lines.append(f"- {model} against {peer}: at or above on {len(at_or_above)} of {len(shared)} sets"
-                         + (f"; below on {', '.join(below)}" if below else "") + ".")
-    return "\n".join(lines)

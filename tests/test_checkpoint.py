@@ -154,6 +154,19 @@ def test_not_a_path_and_not_a_repo_id(tmp_path):
         segcore.load_pretrained(tmp_path / "x.txt")
 
 
+def test_an_installed_name_loads_before_the_hub_is_asked(small_model, tmp_path, monkeypatch):
+    """`load_pretrained(NAME)` opens WEIGHTS_DIR/NAME; a name of the repo-id shape (fine-tuned/JOB) is looked up in
+    the catalogue first, so the Hub is never asked for it."""
+    segcore.save_pretrained(small_model, tmp_path / "weights" / "tiny", class_names=["a", "b", "c"])
+    monkeypatch.setenv("SEGCORE_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("SEGCORE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(checkpoint, "_download_from_hub", lambda *args: pytest.fail("the Hub was asked"))
+    loaded = segcore.load_pretrained("tiny")
+    assert loaded.segcore_config["class_names"] == ["a", "b", "c"] and not loaded.training
+    with pytest.raises(CheckpointError, match="fine-tuned/none: no such .* installed models: tiny \\("):
+        segcore.load_pretrained("fine-tuned/none")
+
+
 def test_hub_repo_id_is_fetched_with_hf_hub_download(small_model, tmp_path, monkeypatch):
     """The real Hub code path, served from a local folder in place of the network."""
     import huggingface_hub

@@ -10,7 +10,8 @@ from PIL import Image
 
 import segcore
 from segcore.cli import main
-from segcore.ship import shipped_models, shipped_table
+from segcore.reports import shipped_table
+from segcore.zoo import shipped_models
 from tests.conftest import make_square_scene
 
 
@@ -54,7 +55,7 @@ def test_ship_writes_weights_config_and_a_card_with_measured_metrics(trained_mod
     assert "| network only, one image at the input size, 2 threads, torch |" in card
     table = shipped_table(weights)
     assert "| tiny-squares | semantic | unet |" in table and "(test)" in table
-    assert [row["folder"] for row in shipped_models(weights)] == ["tiny-squares"]
+    assert [entry.name for entry in shipped_models(weights)] == ["tiny-squares"]
 
 
 def test_ship_card_names_the_hardware_and_notes_given(trained_model_dir, square_dataset, tmp_path):
@@ -114,7 +115,7 @@ def test_shipped_table_says_when_nothing_ships(tmp_path):
 
 
 def test_beating_the_baseline_means_lower_kld_and_higher_everything_else():
-    from segcore.ship import beats_baseline
+    from segcore.reports import beats_baseline
 
     baseline = {"name": "center-bias", "cc": 0.3, "kld": 1.3, "images": 100}
     assert beats_baseline({"cc": 0.4, "kld": 1.0}, baseline) == {"cc": True, "kld": True}
@@ -158,7 +159,7 @@ def _fake_run(root, name, model_dir, recipe: dict, stage_rows: dict):
 
 
 def test_recorded_runs_make_the_comparison_table(trained_model_dir, square_dataset, tmp_path, capsys):
-    from segcore.ship import comparison_table
+    from segcore.reports import comparison_table
 
     plain = _fake_run(tmp_path / "runs", "labels10-boundary", trained_model_dir,
                       {"train_fraction": 0.1, "epochs": 6}, {"train": (6, 360.0)})
@@ -204,7 +205,7 @@ def test_gpu_runs_are_set_against_the_shipped_models_of_the_same_data_and_split(
                                                                                 tmp_path, capsys):
     import shutil
 
-    from segcore.ship import against_shipped_table
+    from segcore.reports import against_shipped_table
 
     weights, results = tmp_path / "weights", tmp_path / "results"
     assert main(["ship", str(trained_model_dir), "--name", "cpu-model", "--data", str(square_dataset), "--split",
@@ -241,7 +242,7 @@ def test_gpu_runs_are_set_against_the_shipped_models_of_the_same_data_and_split(
 
 
 def test_person_table_sets_each_model_against_the_peer_on_every_set(tmp_path):
-    from segcore.ship import person_table
+    from segcore.reports import person_table
 
     def record(name, model, **sets):
         sources = {key: {"fg_iou": value, "images": 10} for key, value in sets.items()}

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 import segcore
-from segcore.ship import WEIGHTS_DIR, beats_baseline, shipped_models
+from segcore.reports import beats_baseline
+from segcore.zoo import shipped_models
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
-SHIPPED = [row["folder"] for row in shipped_models()]
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "weights"
+SHIPPED = [entry.name for entry in shipped_models(WEIGHTS_DIR)]
 # (left, top, right, bottom) in pixels of the 512x512 astronaut photo
 PERSON_REGIONS = {"face": (180, 40, 270, 150), "suit": (100, 260, 270, 400)}
 BACKGROUND_REGIONS = {"wall": (300, 0, 370, 120), "shuttle": (385, 60, 450, 250), "flag": (0, 0, 60, 120)}

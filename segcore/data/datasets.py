@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from segcore.data.palette import default_palette
-from segcore.errors import ImageError, SegcoreError
+from segcore.errors import ConfigError, DatasetError, ImageError
 from segcore.image import read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -60,10 +60,6 @@ VOC_BORDER_COLOR = (224, 224, 192)  # the object outlines VOC marks as "difficul
 
 # OSIE has no official split; its README (and the saliency literature using it) takes these image numbers.
 OSIE_SPLITS = {"train": range(1001, 1501), "val": range(1501, 1601), "test": range(1601, 1701)}
-
-
-class DatasetError(SegcoreError):
-    """A dataset folder that cannot be used as asked; the message names the file or folder and the fix."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,7 +200,8 @@ def colors_to_indices(
     Vectorised: each colour is packed into one 24-bit integer and looked up with a binary search over the palette.
     """
     if rgb.ndim != 3 or rgb.shape[2] < 3:
-        raise ValueError(f"expected a colour label image (H, W, 3), got shape {rgb.shape}")
+        raise ImageError(f"expected a colour label image (H, W, 3), got shape {rgb.shape}; save colour-coded masks as "
+                         "RGB PNGs, or class indices as greyscale PNGs")
     pixels = rgb[..., :3].astype(np.int64)
     keys = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
     palette = np.asarray(colors, dtype=np.int64).reshape(-1, 3)
@@ -396,7 +393,7 @@ class FolderDataset(SegmentationDataset):
         if class_info and "ignore_index" in class_info:
             ignore_index = class_info["ignore_index"]
         if mask_format not in ("auto", "binary", "indexed"):
-            raise ValueError(f"mask_format must be 'auto', 'binary' or 'indexed', got {mask_format!r}")
+            raise ConfigError(f"mask_format must be 'auto', 'binary' or 'indexed', got {mask_format!r}")
         self.ignore_index = ignore_index
         self._colors_for_masks = class_info.get("colors") if class_info else None
         if mask_format == "auto":
@@ -420,7 +417,7 @@ class FolderDataset(SegmentationDataset):
             return _load_classes_file(path) if path.is_file() else None
         if isinstance(classes, int) and not isinstance(classes, bool):
             if classes < 1:
-                raise ValueError(f"classes must be at least 1, got {classes}")
+                raise ConfigError(f"classes must be at least 1, got {classes}; give the number of classes in the masks")
             return {"names": [f"class_{index}" for index in range(classes)], "colors": None}
         if isinstance(classes, (str, os.PathLike)):
             return _load_classes_file(Path(classes))
@@ -484,7 +481,7 @@ class CamVidDataset(SegmentationDataset):
             names, colors, self._void_colors = self._read_class_colors()
             self._palette = colors + self._void_colors
         else:
-            raise ValueError(f"CamVid layout must be 'segnet' or 'color', got {layout!r}")
+            raise ConfigError(f"CamVid layout must be 'segnet' or 'color', got {layout!r}")
         for folder in (image_dir, label_dir):
             if not folder.is_dir():
                 other = "color" if layout == "segnet" else "segnet"
@@ -584,7 +581,7 @@ class SaliencyDataset(SegmentationDataset):
         listing = find_pairs(self.root, images, maps)
         pairs = listing.pairs
         if split is not None and names is not None:
-            raise ValueError("give split or names, not both")
+            raise ConfigError("give split or names, not both")
         if split is not None:
             if (self.root / "split.txt").is_file():
                 wanted = _select_split([name for name, _, _ in pairs], self.root, split)

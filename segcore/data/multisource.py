@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segcore.data.datasets import IGNORE_INDEX, CamVidDataset, DatasetError, SegmentationDataset
+from segcore.errors import ConfigError
 
 CAMVID_PEDESTRIAN, CAMVID_BICYCLIST = 9, 10
 
@@ -32,7 +33,7 @@ def sample_counts(weights, total: int) -> list[int]:
     """Split `total` samples by weight, whole numbers that add up to total (largest remainders get the rest)."""
     weights = np.asarray(weights, dtype=np.float64)
     if len(weights) == 0 or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"source weights must be non-negative with a positive sum, got {weights.tolist()}")
+        raise ConfigError(f"source weights must be non-negative with a positive sum, got {weights.tolist()}")
     exact = weights / weights.sum() * total
     counts = np.floor(exact).astype(int)
     for index in np.argsort(-(exact - counts), kind="stable")[: total - counts.sum()]:
@@ -100,7 +101,7 @@ class CamVidPersonDataset(SegmentationDataset):
 
     def __init__(self, root, split: str = "train", transform: Callable | None = None, bicyclist: str = "ignore"):
         if bicyclist not in ("ignore", "skip"):
-            raise ValueError(f"bicyclist must be 'ignore' or 'skip', not {bicyclist!r}")
+            raise ConfigError(f"bicyclist must be 'ignore' or 'skip', not {bicyclist!r}")
         camvid = CamVidDataset(root, split=split)
         samples = camvid.samples
         if bicyclist == "skip":

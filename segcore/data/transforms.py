@@ -23,6 +23,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from segcore.errors import ConfigError, InputError
+
 NORMALIZATION_PRESETS: dict[str, dict[str, list[float]]] = {
     "imagenet": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
     "portraitnet": {
@@ -36,12 +38,12 @@ NORMALIZATION_PRESETS: dict[str, dict[str, list[float]]] = {
 def resolve_normalization(preset: str | None = None, mean=None, std=None) -> dict[str, list[float]]:
     """Mean/std from a preset name or explicit values (explicit values win); default "imagenet"."""
     if preset is not None and preset not in NORMALIZATION_PRESETS:
-        raise ValueError(f"unknown normalisation preset {preset!r}; presets are: {', '.join(NORMALIZATION_PRESETS)}")
+        raise ConfigError(f"unknown normalisation preset {preset!r}; presets are: {', '.join(NORMALIZATION_PRESETS)}")
     base = NORMALIZATION_PRESETS[preset or "imagenet"]
     mean = list(map(float, mean)) if mean is not None else list(base["mean"])
     std = list(map(float, std)) if std is not None else list(base["std"])
     if len(mean) != len(std) or any(value <= 0 for value in std):
-        raise ValueError(f"normalisation needs one mean and one positive std per channel, got mean={mean} std={std}")
+        raise ConfigError(f"normalisation needs one mean and one positive std per channel, got mean={mean} std={std}")
     return {"mean": mean, "std": std}
 
 
@@ -176,7 +178,7 @@ def _input_size(input_size) -> tuple[int, int] | None:
         return (input_size, input_size)
     height, width = (int(value) for value in input_size)
     if height < 1 or width < 1:
-        raise ValueError(f"input_size must be positive, got {input_size}")
+        raise ConfigError(f"input_size must be positive, got {input_size}; give (height, width) in pixels")
     return (height, width)
 
 
@@ -191,13 +193,13 @@ class SegmentationTransform:
     def __init__(self, kind: str, input_size, normalization="imagenet", train: bool = True,
                  ignore_index: int = 255, contrastive: bool = False, resize: str = "fixed", **settings):
         if kind not in AUGMENTATION_PRESETS:
-            raise ValueError(f"unknown augmentation preset {kind!r}; presets are: {', '.join(AUGMENTATION_PRESETS)}")
+            raise ConfigError(f"unknown augmentation preset {kind!r}; presets are: {', '.join(AUGMENTATION_PRESETS)}")
         unknown = set(settings) - set(AUGMENTATION_PRESETS[kind])
         if unknown:
-            raise ValueError(f"unknown augmentation setting(s) {sorted(unknown)}; known: "
+            raise ConfigError(f"unknown augmentation setting(s) {sorted(unknown)}; known: "
                              f"{', '.join(AUGMENTATION_PRESETS[kind])}")
         if resize not in ("fixed", "letterbox"):
-            raise ValueError(f"training resizes by 'fixed' or 'letterbox', not {resize!r}")
+            raise ConfigError(f"training resizes by 'fixed' or 'letterbox', not {resize!r}")
         self.kind, self.train, self.ignore_index, self.contrastive = kind, train, ignore_index, contrastive
         self.resize = resize
         self.settings = {**AUGMENTATION_PRESETS[kind], **settings}
@@ -205,7 +207,7 @@ class SegmentationTransform:
         self.normalization = _normalization(normalization)
         augment = train and kind != "none"
         if augment and self.settings["crop"] and self.input_size is None:
-            raise ValueError(f"the {kind!r} preset crops to input_size while training; give input_size=(H, W)")
+            raise ConfigError(f"the {kind!r} preset crops to input_size while training; give input_size=(H, W)")
         # Masks pad with ignore so padding never counts as a class; saliency pads maps and fixations with 0.
         mask_fill = 0 if kind == "saliency" else ignore_index
         self.mask_fill = mask_fill
@@ -253,7 +255,7 @@ class SegmentationTransform:
 
         if self.resize_first:
             if fixations is not None and self.resize == "letterbox":
-                raise ValueError("fixation maps are resized with resize='fixed'; letterbox is for class masks")
+                raise ConfigError("fixation maps are resized with resize='fixed'; letterbox is for class masks")
             if fixations is not None:
                 fixations = resize_fixations(fixations, self.input_size)
             if self.resize == "letterbox":
@@ -278,7 +280,8 @@ class SegmentationTransform:
             outputs.append(target[0].clamp(0.0, 1.0) if target.is_floating_point() else target.long())
         if self.contrastive:
             if target is None or outputs[1].is_floating_point():
-                raise ValueError("contrastive pairs need class masks (not saliency maps)")
+                raise ConfigError("contrastive pairs need class masks (not saliency maps); train saliency data with a "
+                                  "saliency loss")
             distorted, distorted_labels = distort_pair(image, outputs[1], ignore_index=self.ignore_index)
             outputs = [image, distorted, outputs[1], distorted_labels]
         mean, std = self.normalization["mean"], self.normalization["std"]
@@ -330,7 +333,7 @@ def distort_pair(images: torch.Tensor, labels: torch.Tensor, ignore_index: int =
         images, labels = images[None], labels[None]
     if images.dim() != 4 or labels.dim() != 3 or images.shape[0] != labels.shape[0] or \
             images.shape[-2:] != labels.shape[-2:]:
-        raise ValueError(f"expected images (N, C, H, W) and labels (N, H, W), got {tuple(images.shape)} and "
+        raise InputError(f"expected images (N, C, H, W) and labels (N, H, W), got {tuple(images.shape)} and "
                          f"{tuple(labels.shape)}")
     count, channels, height, width = images.shape
     device = images.device
@@ -504,9 +507,9 @@ class PersonComposite:
         for name, value in (("paste_probability", paste_probability), ("zoom_probability", zoom_probability),
                             ("edge_crop_probability", edge_crop_probability)):
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], not {value}")
+                raise ConfigError(f"{name} must lie in [0, 1], not {value}")
         if not 0.0 < zoom_range[0] <= zoom_range[1] < 1.0:
-            raise ValueError(f"zoom_range must lie in (0, 1), not {zoom_range}")
+            raise ConfigError(f"zoom_range must lie in (0, 1) with low <= high, not {zoom_range}")
         self.paste_probability, self.zoom_probability = paste_probability, zoom_probability
         self.edge_crop_probability = edge_crop_probability
         self.paste_heights, self.zoom_range = tuple(paste_heights), tuple(zoom_range)

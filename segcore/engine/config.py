@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from segcore.checkpoint import RESIZE_POLICIES
-from segcore.errors import SegcoreError
+from segcore.errors import ConfigError
 from segcore.fileio import write_text_atomic
 
 SOURCE_KEYS = {"name", "data", "dataset", "train_split", "val_split", "dataset_kwargs", "weight"}
@@ -111,7 +111,7 @@ class TrainConfig:
     def from_dict(cls, values: dict, source: str = "recipe") -> "TrainConfig":
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise SegcoreError(
+            raise ConfigError(
                 f"{source}: unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(cls.field_names())}"
             )
         config = cls(**{key: _coerce(cls, key, value, source) for key, value in values.items()})
@@ -141,7 +141,7 @@ class TrainConfig:
             problems.append(f"resize must be one of {', '.join(RESIZE_POLICIES)}, not {self.resize!r}")
         problems += source_problems(self.sources)
         if problems:
-            raise SegcoreError(f"{source}: " + "; ".join(problems))
+            raise ConfigError(f"{source}: " + "; ".join(problems))
 
     def stage_configs(self) -> list[tuple[str, "TrainConfig"]]:
         """The stages to run in order: [(name, config)], or [("train", self)] for a single-stage recipe."""
@@ -151,7 +151,7 @@ class TrainConfig:
         result = []
         for index, stage in enumerate(self.stages):
             if not isinstance(stage, dict):
-                raise SegcoreError(f"stage {index + 1} must be a mapping of settings")
+                raise ConfigError(f"stage {index + 1} must be a mapping of settings")
             stage = dict(stage)
             name = str(stage.pop("name", f"stage{index + 1}"))
             result.append((name, TrainConfig.from_dict({**base, **stage}, source=f"stage {name!r}")))
@@ -166,7 +166,7 @@ def _coerce(cls, key: str, value, source: str):
         try:
             return number_type(float(value)) if number_type is int and float(value).is_integer() else number_type(value)
         except ValueError:
-            raise SegcoreError(f"{source}: {key} must be a number, not {value!r}") from None
+            raise ConfigError(f"{source}: {key} must be a number, not {value!r}") from None
     return value
 
 
@@ -176,7 +176,7 @@ def _set_dotted(values: dict, dotted: str, value) -> None:
     for key in keys[:-1]:
         target = target.setdefault(key, {})
         if not isinstance(target, dict):
-            raise SegcoreError(f"--set {dotted}: {key} is not a mapping")
+            raise ConfigError(f"--set {dotted}: {key} is not a mapping")
     target[keys[-1]] = value
 
 
@@ -184,12 +184,12 @@ def apply_overrides(values: dict, overrides: list[str] | None) -> dict:
     values = dict(values)
     for override in overrides or []:
         if "=" not in override:
-            raise SegcoreError(f"--set {override!r}: write key=value, e.g. --set epochs=5")
+            raise ConfigError(f"--set {override!r}: write key=value, e.g. --set epochs=5")
         key, raw = override.split("=", 1)
         try:
             parsed = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError as error:
-            raise SegcoreError(f"--set {override!r}: the value is not valid YAML ({error})") from None
+            raise ConfigError(f"--set {override!r}: the value is not valid YAML ({error})") from None
         _set_dotted(values, key.strip(), parsed)
     return values
 
@@ -202,15 +202,15 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         source = str(path)
         if not path.is_file():
-            raise SegcoreError(f"{path}: no such recipe file")
+            raise ConfigError(f"{path}: no such recipe file")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
-            raise SegcoreError(f"{path}: not valid YAML ({error})") from None
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise SegcoreError(f"{path}: a recipe must be a mapping of settings")
+            raise ConfigError(f"{path}: a recipe must be a mapping of settings")
         values = loaded
     return TrainConfig.from_dict(apply_overrides(values, overrides), source=source)
 

@@ -1,10 +1,11 @@
 """Stage 1 of pixel-wise label-based contrastive learning (Zhao et al., arXiv:2012.06985).
 
-The network's features (the input of its classifier; for SINet the encoder classifier's input) go through a
-projection head of three 1x1 convolutions with 256 channels, ReLU after the first two, and unit normalisation;
-the "contrastive" loss pulls together pixels of the same class across an image I and its distorted view I^.
-Image and view pass through the network as one batch so BatchNorm sees both. Stage 2 (an ordinary Trainer
-stage) drops the head and fine-tunes the whole model with a fresh classifier.
+The network's features (the input of the module its architecture declares as `contrastive_features`: the
+classifier, for SINet the encoder's classifier) go through a projection head of three 1x1 convolutions with 256
+channels, ReLU after the first two, and unit normalisation; the "contrastive" loss pulls together pixels of the
+same class across an image I and its distorted view I^. Image and view pass through the network as one batch so
+BatchNorm sees both. Stage 2 (an ordinary Trainer stage) drops the head and fine-tunes the whole model with a
+fresh classifier.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from segcore.engine.trainer import Trainer
-from segcore.errors import SegcoreError
+from segcore.errors import ConfigError
+from segcore.registry import architectures_with, capabilities
 
 
 def feature_source(model: nn.Module) -> nn.Module:
-    """The module whose input is the feature map to project: the encoder's classifier (SINet) or the classifier."""
-    encoder = getattr(model, "encoder", None)
-    if isinstance(encoder, nn.Module) and isinstance(getattr(encoder, "classifier", None), nn.Module):
-        return encoder.classifier
-    classifier = getattr(model, "classifier", None)
-    if isinstance(classifier, nn.Module):
-        return classifier
-    raise SegcoreError(f"{type(model).__name__} has no single classifier whose input features could be projected; "
-                       "contrastive pre-training supports models with a `classifier` (e.g. sinet, unet, bisenet)")
+    """The module whose input is the feature map to project, as the model's architecture declares it."""
+    architecture = model.segcore_config["architecture"]
+    path = capabilities(architecture).contrastive_features
+    if path is None:
+        raise ConfigError(f"{architecture} has no single classifier whose input features could be projected; "
+                          f"contrastive pre-training supports {', '.join(architectures_with('contrastive_features'))}")
+    return model.get_submodule(path)
 
 
 class ProjectionHead(nn.Sequential):
@@ -63,7 +63,9 @@ class FeatureProjector(nn.Module):
         self._captured.clear()
         self.model(images)
         if not self._captured:
-            raise SegcoreError("the classifier was not called during the forward pass; cannot capture its features")
+            # The architecture's contrastive_features declaration names a module its forward never calls: a bug.
+            raise RuntimeError(f"{type(self._source).__name__} declared as contrastive_features was not called during "
+                               "the forward pass; cannot capture its features")
         features = self._captured[0]
         self._captured.clear()
         return self.head(features)

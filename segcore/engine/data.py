@@ -17,7 +17,7 @@ from segcore.data import CamVidDataset, FolderDataset, SaliencyDataset, VOCDatas
 from segcore.data.multisource import CamVidPersonDataset, MultiSourceDataset, Source
 from segcore.data.transforms import PersonComposite, resolve_normalization
 from segcore.engine.config import TrainConfig
-from segcore.errors import SegcoreError
+from segcore.errors import ConfigError, DatasetError
 
 DATASET_KINDS = ("folder", "camvid", "camvid-person", "voc", "saliency")
 
@@ -53,14 +53,15 @@ def open_dataset(kind: str, root: str, split: str | None, transform=None, evalua
         return VOCDataset(root, split=split or "train", transform=transform, **kwargs)
     if kind == "saliency":
         return SaliencyDataset(root, split=split, transform=transform, with_fixations=evaluation, **kwargs)
-    raise SegcoreError(f"unknown dataset kind {kind!r}; kinds are: {', '.join(DATASET_KINDS)}")
+    raise ConfigError(f"unknown dataset kind {kind!r}; kinds are: {', '.join(DATASET_KINDS)}")
 
 
 def _held_out_split(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(count)
     held_out = max(1, round(count * fraction))
     if held_out >= count:
-        raise SegcoreError(f"val_fraction={fraction} leaves no training images out of {count}")
+        raise ConfigError(f"val_fraction={fraction} leaves no training images out of {count}; use a smaller "
+                          "val_fraction")
     return np.sort(order[held_out:]), np.sort(order[:held_out])
 
 
@@ -76,7 +77,7 @@ def _check_folder(kind: str, root: str, dataset_kwargs: dict):
                "masks": dataset_kwargs.get("masks" if kind == "folder" else "maps", "masks")}
     report = validate(root, **folders)
     if not report.ok:
-        raise SegcoreError(f"the data in {root} cannot be trained on:\n{report.summary(max_lines=20)}")
+        raise DatasetError(f"the data in {root} cannot be trained on:\n{report.summary(max_lines=20)}")
     return report
 
 
@@ -108,7 +109,7 @@ def build_multisource_datasets(config: TrainConfig):
     for entry in config.sources:
         name, root, kind = str(entry["name"]), str(entry["data"]), entry.get("dataset", "folder")
         if not Path(root).is_dir():
-            raise SegcoreError(f"source {name!r}: {root}: no such dataset folder")
+            raise DatasetError(f"source {name!r}: {root}: no such dataset folder; fix its data path")
         kwargs = dict(entry.get("dataset_kwargs") or {})
         report = _check_folder(kind, root, kwargs)
         warnings += len(report.warnings) if report is not None else 0
@@ -126,8 +127,8 @@ def build_multisource_datasets(config: TrainConfig):
         try:
             composite = PersonComposite(**config.composite)
         except (TypeError, ValueError) as error:
-            raise SegcoreError(f"composite: {error}; see segcore.data.transforms.PersonComposite for its "
-                               "settings") from None
+            raise ConfigError(f"composite: {error}; see segcore.data.transforms.PersonComposite for its "
+                              "settings") from None
     train_set = MultiSourceDataset(sources, _training_transform(config, normalization, ignore_index),
                                    composite=composite, epoch_size=config.epoch_size, seed=config.seed)
     info = {
@@ -149,9 +150,9 @@ def build_datasets(config: TrainConfig):
     if config.sources:
         return build_multisource_datasets(config)
     if not config.data:
-        raise SegcoreError("no training data: set data (a dataset folder) in the recipe or pass --data ROOT")
+        raise ConfigError("no training data: set data (a dataset folder) in the recipe or pass --data ROOT")
     if not Path(config.data).is_dir():
-        raise SegcoreError(f"{config.data}: no such dataset folder")
+        raise DatasetError(f"{config.data}: no such dataset folder; fix data in the recipe or --data")
     report = check_dataset(config)
     kwargs = dict(config.dataset_kwargs)
     kwargs.pop("val_fraction", None)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from segcore.engine.distributed import DistributedContext, all_reduce_sum
+from segcore.errors import ConfigError
 from segcore.inference import Prediction, Segmenter
 from segcore.metrics import ConfusionMatrix, boundary_f1, saliency_metrics
 
@@ -62,7 +63,8 @@ def evaluate(
 def evaluate_sources(segmenter: Segmenter, datasets: dict, **options) -> dict:
     """Metrics per source ("name/fg_iou", ...) and their mean over sources under the plain names."""
     if not datasets:
-        raise ValueError("evaluate_sources needs at least one validation set")
+        raise ConfigError("evaluate_sources needs at least one validation set; give each source a val_split or "
+                          "val_fraction")
     per_source = {name: evaluate(segmenter, dataset, **options) for name, dataset in datasets.items()}
     metrics: dict = {}
     for name, scores in per_source.items():
@@ -101,7 +103,7 @@ class CenterBias:
 
     def __init__(self, sigma_fraction: float = 0.25):
         if sigma_fraction <= 0:
-            raise ValueError(f"sigma_fraction must be positive, got {sigma_fraction}")
+            raise ConfigError(f"sigma_fraction must be positive, got {sigma_fraction}")
         self.sigma_fraction = sigma_fraction
         self.config = {"task": "saliency", "num_classes": 1}
         self.num_classes = 1

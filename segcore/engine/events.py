@@ -23,6 +23,7 @@ class TrainEvent:
     metrics: dict = field(default_factory=dict)
     eta_seconds: float | None = None
     message: str = ""
+    best_metric: str | None = None  # validation events that choose best/: the metric they choose it by
 
 
 class TqdmCallback:

@@ -30,13 +30,14 @@ from segcore.engine.config import TrainConfig, write_recipe
 from segcore.engine.data import build_datasets
 from segcore.engine.distributed import DistributedContext, all_reduce_sum, barrier, setup_distributed
 from segcore.data.multisource import MultiSourceDataset
+from segcore.devices import resolve_device
 from segcore.engine.evaluate import evaluate, evaluate_sources
 from segcore.engine.events import TrainEvent
-from segcore.errors import SegcoreError
+from segcore.errors import ConfigError, SegcoreError
 from segcore.fileio import atomic_path
 from segcore.inference import Segmenter
 from segcore.losses import build_loss
-from segcore.registry import create_model, model_info
+from segcore.registry import architectures_with, capabilities, create_model, model_info
 
 STATE_NAME = "trainer_state.pt"
 MINIMISED_METRICS = {"kld", "loss"}
@@ -50,18 +51,6 @@ class TrainResult:
     best_metric: str
     best_value: float | None
     history: list[dict]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SegcoreError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SegcoreError(f"device {name!r} was asked for, but no CUDA GPU is available; use device=cpu or auto")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -91,13 +80,16 @@ def poly_lr_lambda(total_steps: int, power: float, warmup_steps: int) -> Callabl
 
 
 def default_best_metric(task: str, num_classes: int) -> str:
+    """The validation metric best/ is chosen by when the recipe names none (the app's job list shows it too,
+    from the trainer's validation events)."""
     if task == "saliency":
         return "cc"
     return "fg_iou" if num_classes == 2 else "miou"
 
 
 class _EncoderPrediction(nn.Module):
-    """Presents a model's own encoder prediction (SINet's 1/8 output) as its output, for phase-1 validation."""
+    """Presents a model's own encoder prediction (SINet's 1/8 output) as its output, for phase-1 validation; only
+    for architectures that declare the encoder_prediction capability."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -158,13 +150,13 @@ class Trainer:
         return model
 
     def _check_schedules(self) -> None:
-        core = self.model
-        if self.config.encoder_only_epochs and not hasattr(core, "encoder_logits"):
-            raise SegcoreError(f"encoder_only_epochs needs a model with its own encoder prediction (e.g. sinet), "
-                               f"not {self.config.model}")
-        if self.config.frozen_encoder_epochs and not hasattr(core, "freeze_encoder"):
-            raise SegcoreError(f"frozen_encoder_epochs needs a model with freeze_encoder() (e.g. unet_resnet50), "
-                               f"not {self.config.model}")
+        declared = capabilities(self.config.model)
+        for setting, capability in (("encoder_only_epochs", "encoder_prediction"),
+                                    ("frozen_encoder_epochs", "freezable_encoder")):
+            if getattr(self.config, setting) and not getattr(declared, capability):
+                able = ", ".join(architectures_with(capability)) or "none"
+                raise ConfigError(f"{setting} needs a model with the {capability} capability ({able}), not "
+                                  f"{self.config.model}; set {setting}=0 or choose one of those models")
 
     def trainable_module(self) -> nn.Module:
         """What the optimizer trains and DDP wraps: the model here; the model plus a projection head in
@@ -263,8 +255,8 @@ class Trainer:
                 record.update({key: value for key, value in metrics.items() if isinstance(value, (int, float))})
                 value = metrics.get(self.best_metric)
                 if value is None and not encoder_phase:
-                    raise SegcoreError(f"best_metric {self.best_metric!r} is not among the validation metrics "
-                                       f"{sorted(metrics)}")
+                    raise ConfigError(f"best_metric {self.best_metric!r} is not among the validation metrics "
+                                      f"{sorted(metrics)}; set best_metric to one of them")
                 if not encoder_phase:
                     improved = self._improves(value, state["best_value"])
                     if improved:
@@ -272,7 +264,8 @@ class Trainer:
                     else:
                         state["stale_validations"] += 1
                 self._emit(TrainEvent("validation", self.stage, epoch, epochs, state["step"], total_steps,
-                                      str(self.device), metrics=metrics))
+                                      str(self.device), metrics=metrics,
+                                      best_metric=None if encoder_phase else self.best_metric))
             state["history"].append(record)
             state["epoch"] = epoch
             self._checkpoint(optimizer, scheduler, state, best=improved or self.val_set is None)
@@ -324,7 +317,8 @@ class Trainer:
         with self._autocast():
             output = network(images)
         if self.config.encoder_only_epochs and epoch <= self.config.encoder_only_epochs:
-            # SINet phase 1: only the encoder's own prediction (returned as aux[0]) is supervised.
+            # Phase 1 (SINet): only the encoder's own prediction is supervised; models declaring encoder_prediction
+            # return it as aux[0] in training mode.
             output = {"out": output["aux"][0]}
         output = {key: value.float() if torch.is_tensor(value) else [item.float() for item in value]
                   for key, value in output.items()}

@@ -1,4 +1,5 @@
-"""Backbones shared by several architectures: torchvision ResNets (optionally dilated) and VGG16, built offline.
+"""Backbones shared by several architectures: torchvision ResNets (optionally dilated, with DeepLab's and PSPNet's
+atrous rates) and VGG16, built offline; intermediate features through torchvision.models.feature_extraction.
 
 `pretrained_backbone=True` asks torchvision for ImageNet weights; that needs the network (or torch's hub cache),
 and when it fails the error says so instead of a bare URLError. `in_channels != 3` swaps the first convolution
@@ -7,10 +8,14 @@ and when it fails the error says so instead of a bare URLError. `in_channels != 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 import torchvision
-from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from segcore.errors import ModelError
 
 RESNETS = {
     "resnet18": (torchvision.models.resnet18, "ResNet18_Weights", 512),
@@ -18,9 +23,18 @@ RESNETS = {
     "resnet50": (torchvision.models.resnet50, "ResNet50_Weights", 2048),
     "resnet101": (torchvision.models.resnet101, "ResNet101_Weights", 2048),
 }
+DILATED_BACKBONES = ("resnet50", "resnet101")
+# Which of layer2/3/4 trade their stride for dilation at each output stride.
+DILATE_FOR_OUTPUT_STRIDE = {8: (False, True, True), 16: (False, False, True)}
 
 
-class PretrainedWeightsUnavailable(ValueError):
+def check_choice(name: str, value, choices) -> None:
+    """A ModelError naming the choices when a builder argument is not one of them."""
+    if value not in choices:
+        raise ModelError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+class PretrainedWeightsUnavailable(ModelError):
     """ImageNet weights were asked for but could not be obtained (usually: no network)."""
 
 
@@ -65,11 +79,11 @@ def resnet(
 ) -> nn.Module:
     """A torchvision ResNet; `dilate[i]` replaces the stride of layer2/3/4 with dilation (output stride 8/16)."""
     if name not in RESNETS:
-        raise ValueError(f"unknown ResNet {name!r}; choose one of {', '.join(RESNETS)}")
+        raise ModelError(f"unknown ResNet {name!r}; choose one of {', '.join(RESNETS)}")
     builder, weights_enum, _ = RESNETS[name]
     kwargs = {"replace_stride_with_dilation": list(dilate)} if any(dilate) else {}
     if any(dilate) and name in ("resnet18", "resnet34"):
-        raise ValueError(f"{name} uses BasicBlocks, which torchvision cannot dilate; use resnet50 or resnet101")
+        raise ModelError(f"{name} uses BasicBlocks, which torchvision cannot dilate; use resnet50 or resnet101")
     model = build_torchvision(builder, weights_enum, pretrained, **kwargs)
     model.conv1 = adapt_input_channels(model.conv1, in_channels)
     return model
@@ -82,15 +96,60 @@ def resnet_channels(name: str) -> dict[str, int]:
     return {"stem": 64, "layer1": 64 * expansion, "layer2": 128 * expansion, "layer3": 256 * expansion, "layer4": last}
 
 
+def layer_features(network: nn.Module, return_nodes: dict[str, str]) -> nn.Module:
+    """`network` cut after its last returned node, whose forward returns {new name: output} for `return_nodes`
+    ({node name: new name}).
+
+    Every nn.Sequential stays a leaf of the trace, so the result keeps the network's own submodules (conv1, layer1 as
+    a Sequential of blocks, ...) under their names: the state-dict keys are the network's, and nothing after the
+    last returned node (a ResNet's avgpool and fc) is kept.
+    """
+    return create_feature_extractor(network, return_nodes=return_nodes,
+                                    tracer_kwargs={"leaf_modules": [nn.Sequential]})
+
+
 def resnet_features(
     name: str,
-    return_layers: dict[str, str],
+    return_nodes: dict[str, str],
     pretrained: bool = False,
     in_channels: int = 3,
     dilate: tuple[bool, bool, bool] = (False, False, False),
-) -> IntermediateLayerGetter:
-    """ResNet body returning a dict of the named intermediate layers (torchvision's IntermediateLayerGetter)."""
-    return IntermediateLayerGetter(resnet(name, pretrained, in_channels, dilate), return_layers=return_layers)
+) -> nn.Module:
+    """ResNet body returning a dict of the named intermediate layers ({"layer3": "aux", ...})."""
+    return layer_features(resnet(name, pretrained, in_channels, dilate), return_nodes)
+
+
+def _set_atrous_rates(layer: nn.Sequential, rates: Sequence[int]) -> None:
+    for unit, rate in zip(layer, rates, strict=True):
+        unit.conv2.dilation = (rate, rate)
+        unit.conv2.padding = (rate, rate)
+
+
+def dilated_resnet(
+    backbone: str,
+    output_stride: int,
+    return_nodes: dict[str, str],
+    *,
+    pretrained: bool = False,
+    in_channels: int = 3,
+    multi_grid: Sequence[int] = (1, 1, 1),
+) -> nn.Module:
+    """ResNet body whose last strides become atrous rates: output stride 8 (layer3 rate 2, layer4 rate 4) or 16
+    (layer4 rate 2). Every unit of a dilated block gets the block's rate, the last block's units times `multi_grid`.
+
+    torchvision keeps the first unit of a dilated block at the previous rate; DeepLab's and PSPNet's Caffe
+    models dilate every unit, as done here.
+    """
+    check_choice("backbone", backbone, DILATED_BACKBONES)
+    check_choice("output_stride", output_stride, tuple(DILATE_FOR_OUTPUT_STRIDE))
+    multi_grid = tuple(multi_grid)
+    if len(multi_grid) != 3 or not all(isinstance(rate, int) and rate >= 1 for rate in multi_grid):
+        raise ModelError(f"multi_grid must be three positive integers (one per unit of layer4), got {multi_grid!r}")
+    network = resnet(backbone, pretrained, in_channels, dilate=DILATE_FOR_OUTPUT_STRIDE[output_stride])
+    layer3_rate = 2 if output_stride == 8 else 1
+    _set_atrous_rates(network.layer3, [layer3_rate] * len(network.layer3))
+    _set_atrous_rates(network.layer4, [2 * layer3_rate * unit_rate for unit_rate in multi_grid])
+    return layer_features(network, return_nodes)
 
 
 def vgg16_features(pretrained: bool = False, in_channels: int = 3, batch_norm: bool = False) -> nn.Sequential:

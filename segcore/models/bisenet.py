@@ -10,8 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torchvision.ops import Conv2dNormActivation
+
+from segcore.errors import ModelError
 from segcore.models.backbones import resnet_channels, resnet_features
-from segcore.models.blocks import ConvBNReLU
 from segcore.models.xception import Xception39
 from segcore.registry import register_model
 
@@ -28,9 +30,9 @@ class SpatialPath(nn.Module):
     def __init__(self, in_channels: int = 3, widths: tuple[int, int, int] = (64, 64, 128)):
         super().__init__()
         self.layers = nn.Sequential(
-            ConvBNReLU(in_channels, widths[0], kernel_size=7, stride=2),
-            ConvBNReLU(widths[0], widths[1], kernel_size=3, stride=2),
-            ConvBNReLU(widths[1], widths[2], kernel_size=3, stride=2),
+            Conv2dNormActivation(in_channels, widths[0], kernel_size=7, stride=2),
+            Conv2dNormActivation(widths[0], widths[1], kernel_size=3, stride=2),
+            Conv2dNormActivation(widths[1], widths[2], kernel_size=3, stride=2),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,17 +66,17 @@ class ContextPath(nn.Module):
         super().__init__()
         if backbone == "xception39":
             if pretrained_backbone:
-                raise ValueError("xception39 has no pretrained ImageNet weights (torchvision has none); "
+                raise ModelError("xception39 has no pretrained ImageNet weights (torchvision has none); "
                                  "pass pretrained_backbone=False or choose a resnet backbone")
             self.backbone = Xception39(in_channels)
             channels16, channels32 = self.backbone.channels["stride16"], self.backbone.channels["stride32"]
         else:
-            # IntermediateLayerGetter stops at layer4, so ResNet's avgpool and fc are not part of the model.
+            # The features stop at layer4, so ResNet's avgpool and fc are not part of the model.
             self.backbone = resnet_features(backbone, {"layer3": "stride16", "layer4": "stride32"},
                                             pretrained=pretrained_backbone, in_channels=in_channels)
             channels16, channels32 = resnet_channels(backbone)["layer3"], resnet_channels(backbone)["layer4"]
-        self.project16 = ConvBNReLU(channels16, width)
-        self.project32 = ConvBNReLU(channels32, width)
+        self.project16 = Conv2dNormActivation(channels16, width)
+        self.project32 = Conv2dNormActivation(channels32, width)
         self.arm16 = AttentionRefinementModule(width)
         self.arm32 = AttentionRefinementModule(width)
         self.global_context = nn.Sequential(
@@ -82,8 +84,8 @@ class ContextPath(nn.Module):
             nn.Conv2d(channels32, width, kernel_size=1),
             nn.ReLU(inplace=True),
         )
-        self.smooth32 = ConvBNReLU(width, width)
-        self.smooth16 = ConvBNReLU(width, width)
+        self.smooth32 = Conv2dNormActivation(width, width)
+        self.smooth16 = Conv2dNormActivation(width, width)
 
     def forward(self, x: torch.Tensor, output_size: torch.Size | tuple[int, int]
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -102,7 +104,7 @@ class FeatureFusionModule(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int = 256, reduction: int = 1):
         super().__init__()
-        self.fuse = ConvBNReLU(in_channels, out_channels, kernel_size=1)
+        self.fuse = Conv2dNormActivation(in_channels, out_channels, kernel_size=1)
         self.attention = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
             nn.Conv2d(out_channels, out_channels // reduction, kernel_size=1),
@@ -120,7 +122,8 @@ class BiSeNetHead(nn.Sequential):
     """3x3 conv-BN-ReLU then a 1x1 classifier; used for the main output and the auxiliary outputs."""
 
     def __init__(self, in_channels: int, mid_channels: int, num_classes: int):
-        super().__init__(ConvBNReLU(in_channels, mid_channels), nn.Conv2d(mid_channels, num_classes, kernel_size=1))
+        super().__init__(Conv2dNormActivation(in_channels, mid_channels),
+                         nn.Conv2d(mid_channels, num_classes, kernel_size=1))
 
 
 class BiSeNet(nn.Module):
@@ -129,7 +132,7 @@ class BiSeNet(nn.Module):
                  aux_heads: bool = True):
         super().__init__()
         if backbone not in BACKBONES:
-            raise ValueError(f"unknown BiSeNet backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+            raise ModelError(f"unknown BiSeNet backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
         self.spatial_path = SpatialPath(in_channels, (64, 64, context_width))
         self.context_path = ContextPath(backbone, pretrained_backbone, in_channels, context_width)
         self.feature_fusion = FeatureFusionModule(2 * context_width, fusion_width)
@@ -154,8 +157,9 @@ class BiSeNet(nn.Module):
         return output
 
 
-@register_model("bisenet", task="semantic", paper="arXiv:1808.00897",
-                default_size=(360, 640), realtime=True, onnx="dynamic")
+# Quick fine-tunes use the lightest backbone, xception39: it trains from scratch in minutes on a CPU.
+@register_model("bisenet", task="semantic", paper="arXiv:1808.00897", default_size=(360, 640), realtime=True,
+                onnx="dynamic", contrastive_features="classifier", light_fine_tune={"backbone": "xception39"})
 def bisenet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
             backbone: str = "resnet18", aux_heads: bool = True) -> BiSeNet:
     """Bilateral network: 1/8 spatial path + attention-refined context path; backbone resnet18|resnet101|xception39.

@@ -1,7 +1,7 @@
 """DeepLab v1 (arXiv:1412.7062), v2 (arXiv:1606.00915), v3 (arXiv:1706.05587) and v3+ (arXiv:1802.02611).
 
-Shared here: the dilated-ResNet helper (output stride 8/16, multi-grid), ASPP (v2's summed ASPP-L and v3's
-concatenated ASPP), ImagePooling, the v3+ Decoder and the auxiliary FCN head (PSPNet imports the last three).
+ASPP (v2's summed ASPP-L and v3's concatenated ASPP) and the v3+ Decoder live here; the dilated ResNet is
+backbones.dilated_resnet, ImagePooling and the auxiliary FCN head are in blocks (PSPNet shares them).
 Deviations: no dense CRF post-processing (v1/v2; segcore.refine offers one) and no multi-scale input fusion (v2);
 v3+ uses ResNet, not Aligned Xception; ImagePooling drops BatchNorm (see its docstring).
 """
@@ -14,77 +14,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import Conv2dNormActivation
 
-from segcore.models.backbones import build_torchvision, resnet, resnet_channels, vgg16_features
-from segcore.models.blocks import ConvBNReLU
+from segcore.models.backbones import (DILATE_FOR_OUTPUT_STRIDE, build_torchvision, check_choice, dilated_resnet,
+                                      resnet_channels, vgg16_features)
+from segcore.models.blocks import AuxiliaryHead, ImagePooling, upsample_to
 from segcore.registry import register_model
-
-DILATED_BACKBONES = ("resnet50", "resnet101")
-# Which of layer2/3/4 trade their stride for dilation at each output stride.
-DILATE_FOR_OUTPUT_STRIDE = {8: (False, True, True), 16: (False, False, True)}
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-def _set_atrous_rates(layer: nn.Sequential, rates: Sequence[int]) -> None:
-    for unit, rate in zip(layer, rates, strict=True):
-        unit.conv2.dilation = (rate, rate)
-        unit.conv2.padding = (rate, rate)
-
-
-def dilated_resnet(
-    backbone: str,
-    output_stride: int,
-    return_layers: dict[str, str],
-    *,
-    pretrained: bool = False,
-    in_channels: int = 3,
-    multi_grid: Sequence[int] = (1, 1, 1),
-) -> IntermediateLayerGetter:
-    """ResNet body whose last strides become atrous rates: output stride 8 (layer3 rate 2, layer4 rate 4) or 16
-    (layer4 rate 2). Every unit of a dilated block gets the block's rate, the last block's units times `multi_grid`.
-
-    torchvision keeps the first unit of a dilated block at the previous rate; DeepLab's and PSPNet's Caffe
-    models dilate every unit, as done here.
-    """
-    _check_choice("backbone", backbone, DILATED_BACKBONES)
-    _check_choice("output_stride", output_stride, tuple(DILATE_FOR_OUTPUT_STRIDE))
-    multi_grid = tuple(multi_grid)
-    if len(multi_grid) != 3 or not all(isinstance(rate, int) and rate >= 1 for rate in multi_grid):
-        raise ValueError(f"multi_grid must be three positive integers (one per unit of layer4), got {multi_grid!r}")
-    network = resnet(backbone, pretrained, in_channels, dilate=DILATE_FOR_OUTPUT_STRIDE[output_stride])
-    layer3_rate = 2 if output_stride == 8 else 1
-    _set_atrous_rates(network.layer3, [layer3_rate] * len(network.layer3))
-    _set_atrous_rates(network.layer4, [2 * layer3_rate * unit_rate for unit_rate in multi_grid])
-    return IntermediateLayerGetter(network, return_layers=return_layers)
-
-
-def upsample_to(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(logits, size=reference.shape[-2:], mode="bilinear", align_corners=False)
-
-
-class ImagePooling(nn.Module):
-    """Image-level features (v3, Sec. 3.3): average-pool to `bins` x `bins`, 1x1 conv, ReLU, bilinear upsample back.
-
-    With bins=1 (DeepLabv3's branch) there is no BatchNorm: it would normalise one value per channel per image,
-    which fails at batch 1 and is noisy at small batches, and at inference BN is an affine map the conv's bias
-    already provides. With bins > 1 (one level of PSPNet's pyramid pooling module) the BatchNorm stays.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, bins: int = 1):
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(bins)
-        if bins == 1:
-            self.conv = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.ReLU(inplace=True))
-        else:
-            self.conv = ConvBNReLU(in_channels, out_channels, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upsample_to(self.conv(self.pool(x)), x)
 
 
 class ASPP(nn.Module):
@@ -98,7 +33,7 @@ class ASPP(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, rates: Sequence[int], fusion: str = "concat",
                  dropout: float = 0.1):
         super().__init__()
-        _check_choice("fusion", fusion, ("sum", "concat"))
+        check_choice("fusion", fusion, ("sum", "concat"))
         self.rates = tuple(rates)
         if fusion == "sum":
             self.branches = nn.ModuleList(
@@ -107,12 +42,13 @@ class ASPP(nn.Module):
             self.project = None
         else:
             self.branches = nn.ModuleList([
-                ConvBNReLU(in_channels, out_channels, kernel_size=1),
-                *(ConvBNReLU(in_channels, out_channels, kernel_size=3, dilation=rate) for rate in self.rates),
+                Conv2dNormActivation(in_channels, out_channels, kernel_size=1),
+                *(Conv2dNormActivation(in_channels, out_channels, kernel_size=3, dilation=rate) for rate in self.rates),
                 ImagePooling(in_channels, out_channels),
             ])
             self.project = nn.Sequential(
-                ConvBNReLU(len(self.branches) * out_channels, out_channels, kernel_size=1), nn.Dropout(dropout)
+                Conv2dNormActivation(len(self.branches) * out_channels, out_channels, kernel_size=1),
+                nn.Dropout(dropout),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,17 +56,6 @@ class ASPP(nn.Module):
         if self.project is None:
             return torch.stack(outputs).sum(dim=0)
         return self.project(torch.cat(outputs, dim=1))
-
-
-class AuxiliaryHead(nn.Sequential):
-    """FCN-style head on layer3 for the auxiliary loss (PSPNet, Sec. 3.4): 3x3 conv + BN + ReLU, dropout, 1x1."""
-
-    def __init__(self, in_channels: int, num_classes: int, hidden_channels: int = 256):
-        super().__init__(
-            ConvBNReLU(in_channels, hidden_channels, kernel_size=3),
-            nn.Dropout(0.1),
-            nn.Conv2d(hidden_channels, num_classes, 1),
-        )
 
 
 class Decoder(nn.Module):
@@ -141,10 +66,10 @@ class Decoder(nn.Module):
                  out_channels: int = 256):
         super().__init__()
         # Few channels so the many low-level channels do not outweigh the rich encoder features (Sec. 3.1).
-        self.reduce = ConvBNReLU(low_level_channels, reduced_channels, kernel_size=1)
+        self.reduce = Conv2dNormActivation(low_level_channels, reduced_channels, kernel_size=1)
         self.refine = nn.Sequential(
-            ConvBNReLU(encoder_channels + reduced_channels, out_channels, kernel_size=3),
-            ConvBNReLU(out_channels, out_channels, kernel_size=3),
+            Conv2dNormActivation(encoder_channels + reduced_channels, out_channels, kernel_size=3),
+            Conv2dNormActivation(out_channels, out_channels, kernel_size=3),
         )
 
     def forward(self, encoder_features: torch.Tensor, low_level_features: torch.Tensor) -> torch.Tensor:
@@ -210,13 +135,13 @@ class DeepLabV3(nn.Module):
                  multi_grid: Sequence[int] = (1, 2, 4), aux_head: bool = False, decoder: bool = False,
                  pretrained_backbone: bool = False):
         super().__init__()
-        _check_choice("output_stride", output_stride, tuple(DILATE_FOR_OUTPUT_STRIDE))
-        return_layers = {"layer4": "out"}
+        check_choice("output_stride", output_stride, tuple(DILATE_FOR_OUTPUT_STRIDE))
+        return_nodes = {"layer4": "out"}
         if aux_head:
-            return_layers["layer3"] = "aux"
+            return_nodes["layer3"] = "aux"
         if decoder:
-            return_layers["layer1"] = "low_level"
-        self.backbone = dilated_resnet(backbone, output_stride, return_layers, pretrained=pretrained_backbone,
+            return_nodes["layer1"] = "low_level"
+        self.backbone = dilated_resnet(backbone, output_stride, return_nodes, pretrained=pretrained_backbone,
                                        in_channels=in_channels, multi_grid=multi_grid)
         channels = resnet_channels(backbone)
         # Rates are set for output stride 16 and doubled at 8 so they cover the same image area (v3, Sec. 3.3).
@@ -250,7 +175,8 @@ def deeplabv2(num_classes: int, in_channels: int = 3, pretrained_backbone: bool 
     return DeepLabV2(num_classes, in_channels, backbone, pretrained_backbone)
 
 
-@register_model("deeplabv3", task="semantic", paper="arXiv:1706.05587", default_size=(513, 513), onnx="dynamic")
+@register_model("deeplabv3", task="semantic", paper="arXiv:1706.05587", default_size=(513, 513), onnx="dynamic",
+                contrastive_features="classifier")
 def deeplabv3(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False, backbone: str = "resnet101",
               output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4), aux_head: bool = False) -> DeepLabV3:
     """DeepLab v3: atrous ResNet (output stride 16 or 8, multi-grid) with ASPP and image pooling."""
@@ -258,7 +184,8 @@ def deeplabv3(num_classes: int, in_channels: int = 3, pretrained_backbone: bool 
                      pretrained_backbone=pretrained_backbone)
 
 
-@register_model("deeplabv3plus", task="semantic", paper="arXiv:1802.02611", default_size=(513, 513), onnx="dynamic")
+@register_model("deeplabv3plus", task="semantic", paper="arXiv:1802.02611", default_size=(513, 513), onnx="dynamic",
+                contrastive_features="classifier")
 def deeplabv3plus(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
                   backbone: str = "resnet101", output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4),
                   aux_head: bool = False) -> DeepLabV3:

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from segcore.errors import ModelError
 from segcore.registry import register_model
 
 # The bottleneck's 1x1 projection narrows its input by this factor (the paper's "internal" width).
@@ -170,11 +171,12 @@ class ENet(nn.Module):
         return {"out": self.fullconv(x, output_size=input_size)}
 
 
-@register_model("enet", task="semantic", paper="arXiv:1606.02147", default_size=(360, 480), realtime=True, onnx="fixed")
+@register_model("enet", task="semantic", paper="arXiv:1606.02147", default_size=(360, 480), realtime=True, onnx="fixed",
+                light_fine_tune={})
 def enet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False) -> ENet:
     """ENet: real-time bottleneck encoder-decoder, 0.37M parameters, trained from scratch."""
     if pretrained_backbone:
-        raise ValueError(
+        raise ModelError(
             "enet has no pretrained backbone (torchvision has no ImageNet ENet); use pretrained_backbone=False"
         )
     return ENet(num_classes, in_channels=in_channels)

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from segcore.errors import ModelError
 from segcore.models.backbones import build_torchvision, vgg16_features
 from segcore.registry import register_model
 
@@ -100,7 +101,7 @@ def convolutionalise(classifier: nn.Sequential, fc6: nn.Conv2d, fc7: nn.Conv2d) 
 def _build(num_classes: int, in_channels: int, pretrained_backbone: bool, fc_channels: int,
            skips: tuple[str, ...]) -> FCN:
     if fc_channels < 1:
-        raise ValueError(f"fc_channels must be positive, got {fc_channels}")
+        raise ModelError(f"fc_channels must be positive, got {fc_channels}")
     return FCN(num_classes, in_channels, skips, fc_channels, pretrained_backbone)
 
 

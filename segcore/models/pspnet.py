@@ -2,7 +2,7 @@
 (bins 1/2/3/6) concatenated with the features, a 3x3 conv and a classifier; an auxiliary head on layer3 in training.
 
 Deviations: torchvision's ResNet stem (one 7x7 conv) instead of the paper's three 3x3 convs, and the bin-1 level
-has no BatchNorm (one value per channel per image; see deeplab.ImagePooling), the other levels keep it.
+has no BatchNorm (one value per channel per image; see blocks.ImagePooling), the other levels keep it.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from torchvision.ops import Conv2dNormActivation
 
-from segcore.models.backbones import resnet_channels
-from segcore.models.blocks import ConvBNReLU
-from segcore.models.deeplab import AuxiliaryHead, ImagePooling, dilated_resnet, upsample_to
+from segcore.models.backbones import dilated_resnet, resnet_channels
+from segcore.models.blocks import AuxiliaryHead, ImagePooling, upsample_to
 from segcore.registry import register_model
 
 
@@ -40,7 +40,8 @@ class PSPNet(nn.Module):
                                        pretrained=pretrained_backbone, in_channels=in_channels)
         channels = resnet_channels(backbone)
         self.pyramid_pooling = PyramidPoolingModule(channels["layer4"])
-        self.head = nn.Sequential(ConvBNReLU(self.pyramid_pooling.out_channels, 512, kernel_size=3), nn.Dropout(0.1))
+        self.head = nn.Sequential(Conv2dNormActivation(self.pyramid_pooling.out_channels, 512, kernel_size=3),
+                                  nn.Dropout(0.1))
         self.classifier = nn.Conv2d(512, num_classes, 1)
         # Sec. 3.4: deep supervision on res4b22 (layer3), weight 0.4 in the loss; dropped at test time.
         self.aux_head = AuxiliaryHead(channels["layer3"], num_classes)
@@ -54,7 +55,8 @@ class PSPNet(nn.Module):
         return result
 
 
-@register_model("pspnet", task="semantic", paper="arXiv:1612.01105", default_size=(473, 473), onnx="fixed")
+@register_model("pspnet", task="semantic", paper="arXiv:1612.01105", default_size=(473, 473), onnx="fixed",
+                contrastive_features="classifier")
 def pspnet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
            backbone: str = "resnet50") -> PSPNet:
     """PSPNet: dilated ResNet-50 (or 101) with the pyramid pooling module (bins 1/2/3/6) and an auxiliary head."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torchvision.ops import Conv2dNormActivation
 
 from segcore.models.backbones import vgg16_features
-from segcore.models.blocks import ConvBNReLU
 from segcore.registry import register_model
 
 # Output channels of the encoder's five stages (VGG16); the decoder mirrors them.
@@ -37,7 +37,7 @@ class DecoderStage(nn.Module):
         super().__init__()
         self.unpool = nn.MaxUnpool2d(kernel_size=2, stride=2)
         widths = [in_channels] * num_convs + [out_channels]
-        self.convs = nn.Sequential(*(ConvBNReLU(widths[i], widths[i + 1]) for i in range(num_convs)))
+        self.convs = nn.Sequential(*(Conv2dNormActivation(widths[i], widths[i + 1]) for i in range(num_convs)))
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Tensor:
         return self.convs(self.unpool(x, indices, size))
@@ -70,7 +70,8 @@ class SegNet(nn.Module):
         return {"out": self.classifier(x)}
 
 
-@register_model("segnet", task="semantic", paper="arXiv:1511.00561", default_size=(360, 480), onnx="fixed")
+@register_model("segnet", task="semantic", paper="arXiv:1511.00561", default_size=(360, 480), onnx="fixed",
+                contrastive_features="classifier")
 def segnet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False) -> SegNet:
     """SegNet: VGG16-BN encoder, decoder upsampling by max-unpooling with the encoder's pooling indices."""
     return SegNet(num_classes, in_channels=in_channels, pretrained_backbone=pretrained_backbone)

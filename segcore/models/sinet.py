@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torchvision.models.shufflenetv2 import channel_shuffle
 from torchvision.ops import SqueezeExcitation
 
+from segcore.errors import ModelError
 from segcore.registry import register_model
 
 # The paper's encoder table (portrait model): (kernel k, pooling p) of the two S2-blocks of each S2-module.
@@ -206,11 +207,11 @@ class SINet(nn.Module):
         return output
 
 
-@register_model("sinet", task="portrait", paper="arXiv:1911.09099",
-                default_size=(224, 224), realtime=True, onnx="dynamic")
+@register_model("sinet", task="portrait", paper="arXiv:1911.09099", default_size=(224, 224), realtime=True,
+                onnx="dynamic", encoder_prediction=True, contrastive_features="encoder.classifier", light_fine_tune={})
 def sinet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False) -> SINet:
     """SINet: 87K-parameter real-time portrait segmenter (S2-modules, information blocking decoder)."""
     if pretrained_backbone:
-        raise ValueError("sinet has no pretrained backbone in torchvision; it trains from scratch "
+        raise ModelError("sinet has no pretrained backbone in torchvision; it trains from scratch "
                          "(pretrained_backbone=False)")
     return SINet(num_classes, in_channels=in_channels)

@@ -8,24 +8,28 @@ odd size makes an up-sampled map one pixel short of its skip, it is zero-padded 
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.ops import Conv2dNormActivation
 
+from segcore.errors import ModelError
 from segcore.registry import register_model
 
 NORMS = ("batch", "group")
 
 
-def _conv_norm_relu(in_channels: int, out_channels: int, norm: str) -> nn.Sequential:
-    normalization = nn.BatchNorm2d(out_channels) if norm == "batch" else nn.GroupNorm(min(8, out_channels), out_channels)
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), normalization,
-                         nn.ReLU(inplace=True))
+def _conv_norm_relu(in_channels: int, out_channels: int, norm: str) -> Conv2dNormActivation:
+    norm_layer = nn.BatchNorm2d if norm == "batch" else partial(nn.GroupNorm, min(8, out_channels))
+    return Conv2dNormActivation(in_channels, out_channels, kernel_size=3, norm_layer=norm_layer)
 
 
 class DoubleConv(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, norm: str = "batch"):
-        super().__init__(_conv_norm_relu(in_channels, out_channels, norm), _conv_norm_relu(out_channels, out_channels, norm))
+        super().__init__(_conv_norm_relu(in_channels, out_channels, norm),
+                         _conv_norm_relu(out_channels, out_channels, norm))
 
 
 class Down(nn.Sequential):
@@ -68,14 +72,15 @@ class UNet(nn.Module):
         return {"out": self.classifier(y)}
 
 
-@register_model("unet", task="semantic", paper="arXiv:1505.04597", default_size=(256, 256), onnx="fixed")
+@register_model("unet", task="semantic", paper="arXiv:1505.04597", default_size=(256, 256), onnx="fixed",
+                contrastive_features="classifier", light_fine_tune={"width": 16})
 def unet(num_classes: int, in_channels: int = 3, width: int = 64, norm: str = "batch",
          pretrained_backbone: bool = False) -> UNet:
     """Classic U-Net: four down, four up, concatenated skips; `width` sets the first stage's channels."""
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        raise ModelError(f"norm must be one of {NORMS}, got {norm!r}")
     if pretrained_backbone:
-        raise ValueError("unet has no pretrained backbone; it always trains from scratch (pretrained_backbone=False)")
+        raise ModelError("unet has no pretrained backbone; it always trains from scratch (pretrained_backbone=False)")
     if width < 1:
-        raise ValueError(f"width must be positive, got {width}")
+        raise ModelError(f"width must be positive, got {width}")
     return UNet(num_classes, in_channels=in_channels, width=width, norm=norm)

@@ -6,16 +6,21 @@ Deviation, for any input size: an upsampled map one row/column off its skip (or 
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.ops import Conv2dNormActivation
 
+from segcore.errors import ModelError
 from segcore.models.backbones import resnet_channels, resnet_features
 from segcore.registry import register_model
 
 ENCODERS = ("resnet50", "resnet18", "resnet34")
 SKIP_LAYERS = ("layer3", "layer2", "layer1", "stem")  # deepest first, the order the decoder meets them
 DECODER_CHANNELS = (256, 128, 64, 32, 16)  # at 1/16, 1/8, 1/4, 1/2 and 1/1
+LEAKY_SLOPE = 0.1
 
 
 def fit_to(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -23,12 +28,9 @@ def fit_to(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
     return F.pad(x, [0, size[-1] - x.shape[-1], 0, size[-2] - x.shape[-2]])
 
 
-def conv_bn_leaky_relu(in_channels: int, out_channels: int, kernel_size: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.LeakyReLU(0.1, inplace=True),
-    )
+def conv_bn_leaky_relu(in_channels: int, out_channels: int, kernel_size: int = 1) -> Conv2dNormActivation:
+    return Conv2dNormActivation(in_channels, out_channels, kernel_size,
+                                activation_layer=partial(nn.LeakyReLU, LEAKY_SLOPE))
 
 
 class UpBlock(nn.Sequential):
@@ -38,7 +40,7 @@ class UpBlock(nn.Sequential):
         super().__init__(
             nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
-            nn.LeakyReLU(0.1, inplace=True),
+            nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
         )
 
 
@@ -93,7 +95,10 @@ class UNetResNet(nn.Module):
 
 
 # 288x384 keeps OSIE's 4:3 aspect (800x600 images) at a size divisible by the encoder's stride of 32.
-@register_model("unet_resnet50", task="saliency", paper="arXiv:1505.04597", default_size=(288, 384), onnx="dynamic")
+# freeze_encoder() keeps an ImageNet encoder's features while the decoder learns from little data; the resnet18
+# encoder keeps quick fine-tunes quick.
+@register_model("unet_resnet50", task="saliency", paper="arXiv:1505.04597", default_size=(288, 384), onnx="dynamic",
+                freezable_encoder=True, contrastive_features="classifier", light_fine_tune={"encoder": "resnet18"})
 def unet_resnet50(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
                   encoder: str = "resnet50", decoder_scale: float = 1.0) -> UNetResNet:
     """U-Net with a ResNet50 encoder (resnet18/34 lighter) for saliency maps; freeze_encoder() for fine-tuning.
@@ -102,7 +107,7 @@ def unet_resnet50(num_classes: int, in_channels: int = 3, pretrained_backbone: b
     weights under 25 MB.
     """
     if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+        raise ModelError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
     if not decoder_scale > 0:
-        raise ValueError(f"decoder_scale must be positive, got {decoder_scale}")
+        raise ModelError(f"decoder_scale must be positive, got {decoder_scale}")
     return UNetResNet(num_classes, in_channels, encoder, pretrained_backbone, decoder_scale)

@@ -11,8 +11,7 @@ from collections import OrderedDict
 
 import torch
 import torch.nn as nn
-
-from segcore.models.blocks import ConvBNReLU
+from torchvision.ops import Conv2dNormActivation
 
 
 class SeparableConvBN(nn.Sequential):
@@ -62,7 +61,7 @@ class Xception39(nn.Module):
                  mid_channels: tuple[int, ...] = (16, 32, 64), stem_channels: int = 8):
         super().__init__()
         self.stem = nn.Sequential(
-            ConvBNReLU(in_channels, stem_channels, kernel_size=3, stride=2),
+            Conv2dNormActivation(in_channels, stem_channels, kernel_size=3, stride=2),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
         self.stages = nn.ModuleList()

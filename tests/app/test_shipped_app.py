@@ -10,11 +10,12 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from app import services
-from segcore.ship import shipped_models
+from segcore.zoo import shipped_models
 from tests.test_shipped_models import assert_covers_the_astronaut
 
 ASTRONAUT = services.EXAMPLES_DIR / "astronaut.jpg"
-PORTRAIT_MODELS = [row["folder"] for row in shipped_models() if row.get("task") == "portrait"]
+SHIPPED = shipped_models(services.ROOT / "assets" / "weights")  # what served_shipped_app serves
+PORTRAIT_MODELS = [entry.name for entry in SHIPPED if entry.task == "portrait"]
 
 
 @pytest.mark.parametrize("name", PORTRAIT_MODELS)
@@ -30,7 +31,7 @@ def test_remove_background_cuts_out_the_astronaut(served_shipped_app, tmp_path, 
     assert f"{name}: model" in info and download.endswith(".png")
 
 
-SALIENCY_MODELS = [row["folder"] for row in shipped_models() if row.get("task") == "saliency"]
+SALIENCY_MODELS = [entry.name for entry in SHIPPED if entry.task == "saliency"]
 
 
 @pytest.mark.parametrize("name", SALIENCY_MODELS)

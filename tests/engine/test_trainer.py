@@ -16,7 +16,7 @@ from segcore.cli import main
 from segcore.engine.config import TrainConfig, load_recipe
 from segcore.engine.stages import run_recipe
 from segcore.engine.trainer import Trainer
-from segcore.errors import SegcoreError
+from segcore.errors import ConfigError, SegcoreError
 from tests.engine.shapes import write_shapes_dataset
 
 
@@ -139,12 +139,14 @@ def test_events_carry_eta_device_and_metrics(shapes_root, tmp_path):
     events = []
     config = load_recipe(None, [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]",
                                 "epochs=2", "threads=2", "train_fraction=0.5"])
-    run_recipe(config, tmp_path / "run", callbacks=[events.append])
+    result = run_recipe(config, tmp_path / "run", callbacks=[events.append])
     steps = [event for event in events if event.kind == "step"]
     assert steps and all(event.eta_seconds is not None and event.device == "cpu" for event in steps)
     assert steps[-1].eta_seconds == pytest.approx(0.0)
     validations = [event for event in events if event.kind == "validation"]
     assert len(validations) == 2 and "miou" in validations[0].metrics
+    # The app's job list shows the metric best/ is chosen by from these events, not from its own guess.
+    assert [event.best_metric for event in validations] == ["miou", "miou"] == [result.best_metric] * 2
     assert sum(event.kind == "epoch" for event in events) == 2
 
 
@@ -286,9 +288,12 @@ def test_center_bias_baseline_scores_a_centred_gaze_dataset(tmp_path, capsys):
 def test_encoder_phase_validates_the_encoder_prediction_without_choosing_best(shapes_root, tmp_path):
     config = load_recipe(None, [f"data={shapes_root}", "model=sinet", "input_size=[64, 64]", "augmentation=none",
                                 "epochs=2", "encoder_only_epochs=1", "threads=2", "train_fraction=0.5"])
-    result = run_recipe(config, tmp_path / "run")
+    events = []
+    result = run_recipe(config, tmp_path / "run", callbacks=[events.append])
     first, second = result.history
     assert "encoder_miou" in first and "miou" not in first
+    # The encoder phase chooses no best/, so its validation names no metric to choose by.
+    assert [event.best_metric for event in events if event.kind == "validation"] == [None, "miou"]
     assert "miou" in second and result.best_value == pytest.approx(second["miou"])
     best = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
     assert best["meta"]["training"]["epochs_done"] == 2
@@ -366,3 +371,12 @@ def test_bad_composite_settings_name_the_problem(shapes_root, tmp_path):
         Trainer(load_recipe(None, settings + ["composite={zoom_range: [0.5, 2.0]}"]), tmp_path / "run")
     with pytest.raises(SegcoreError, match="composite: .*paste_chance"):
         Trainer(load_recipe(None, settings + ["composite={paste_chance: 1}"]), tmp_path / "run")
+
+
+@pytest.mark.parametrize("setting, model, able", [("encoder_only_epochs=1", "unet", "sinet"),
+                                                  ("frozen_encoder_epochs=-1", "unet", "unet_resnet50")])
+def test_schedules_need_the_declared_capability(shapes_root, tmp_path, setting, model, able):
+    config = load_recipe(None, [f"data={shapes_root}", f"model={model}", "model_kwargs.width=4", "input_size=[48, 48]",
+                                "epochs=1", "threads=2", setting])
+    with pytest.raises(ConfigError, match=rf"needs a model with the \w+ capability \({able}\), not {model}; set"):
+        Trainer(config, tmp_path / "run")
