@@ -367,12 +367,14 @@ class FolderDataset(SegmentationDataset):
     `mask_format`: "auto" looks at up to 8 masks spread over the dataset; "binary" or "indexed" forces a decoding.
     Without class names an indexed dataset is scanned once for its largest index (write classes.json to skip that).
     `split`: selects the names of one split from root/split.txt ("name split" per line).
+    `negatives_only`: keep only the pairs whose mask is all background (class 0 or ignored), e.g. the person-free
+    scenes of a person dataset, to sample them as a source of their own; every mask is read once to find them.
     """
 
     def __init__(
         self, root: str | os.PathLike, images: str = "images", masks: str = "masks", classes=None,
         split: str | None = None, transform: Callable | None = None, ignore_index: int = IGNORE_INDEX,
-        mask_format: str = "auto",
+        mask_format: str = "auto", negatives_only: bool = False,
     ):
         self.root = Path(root)
         listing = find_pairs(self.root, images, masks)
@@ -408,8 +410,16 @@ class FolderDataset(SegmentationDataset):
         else:
             largest = self._largest_index(pairs)
             names, colors = [f"class_{index}" for index in range(largest + 1)], None
+        if negatives_only:
+            pairs = [pair for pair in pairs if self._is_negative(pair[2])]
+            if not pairs:
+                raise DatasetError(f"{self.root}: negatives_only was asked for, but every mask holds foreground")
         super().__init__(pairs, names, colors, ignore_index, transform)
         self.layout = listing.layout
+
+    def _is_negative(self, mask_path: Path) -> bool:
+        mask = self.load_target(mask_path)
+        return not bool(((mask != 0) & (mask != self.ignore_index)).any())
 
     def _resolve_classes(self, classes) -> dict | None:
         if classes is None:

@@ -36,6 +36,17 @@ def test_binary_masks_become_zero_one(tmp_path, foreground):
     assert dataset.ignore_index == 255 and len(dataset.class_colors) == 2 and dataset.mask_format == "binary"
 
 
+def test_negatives_only_keeps_the_person_free_pairs(tmp_path):
+    _binary_folder(tmp_path, count=3)
+    write_pair(tmp_path, "empty", np.zeros((24, 32, 3), np.uint8) + 90, np.zeros((24, 32), np.uint8))
+    negatives = FolderDataset(tmp_path, classes=["background", "person"], negatives_only=True)
+    assert [name for name, _, _ in negatives.samples] == ["empty"]
+    assert not negatives[0][1].any()
+    assert len(FolderDataset(tmp_path, classes=["background", "person"])) == 4
+    with pytest.raises(DatasetError, match="every mask holds foreground"):
+        FolderDataset(_binary_folder(tmp_path / "people"), negatives_only=True)
+
+
 def test_anti_aliased_binary_mask_is_thresholded(tmp_path):
     _binary_folder(tmp_path)
     soft = np.zeros((24, 32), dtype=np.uint8)
