@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from segcore.errors import ConfigError
 from segcore.metrics import ConfusionMatrix
 from segcore.refine import PROBABILITY_FLOOR, dense_crf
 
@@ -49,7 +50,7 @@ def make_crf_scene(height: int = 512, width: int = 512, labels: int = 2, seed: i
     misplaced edges that an edge-aware CRF can snap back to the image's edges. `noise` is the standard deviation
     of the Gaussian colour noise (0..255 scale)."""
     if labels < 2:
-        raise ValueError("a CRF scene needs at least 2 labels")
+        raise ConfigError(f"a CRF scene needs at least 2 labels, got {labels}; ask for 2 or more")
     rng = np.random.default_rng(seed)
     scale = min(height, width)
     layers = _shape_layers(height, width)

@@ -29,7 +29,8 @@ import torch.nn as nn
 
 from segcore.checkpoint import load_pretrained
 from segcore.data.transforms import fit_within
-from segcore.errors import SegcoreError
+from segcore.devices import resolve_device
+from segcore.errors import ConfigError, SegcoreError
 from segcore.image import read_image, to_rgb_uint8
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -207,8 +208,6 @@ class Prediction:
 
 
 def default_device() -> torch.device:
-    from segcore.devices import resolve_device
-
     return resolve_device("auto")
 
 
@@ -221,7 +220,7 @@ def network_input_size(height: int, width: int, input_size: tuple[int, int], pol
         return max(1, round(height * scale)), max(1, round(width * scale))
     if policy == "none":
         return height, width
-    raise ValueError(f"unknown resize policy {policy!r}; use fixed, letterbox, max_side or none")
+    raise ConfigError(f"unknown resize policy {policy!r}; use fixed, letterbox, max_side or none")
 
 
 def content_size(height: int, width: int, input_size: tuple[int, int], policy: str) -> tuple[int, int]:
@@ -347,7 +346,7 @@ class Segmenter(ConfigClasses):
                  runtime: str = "torch"):
         config = config if config is not None else getattr(model, "segcore_config", None)
         if not config or "normalization" not in config:
-            raise ValueError(
+            raise ConfigError(
                 "Segmenter needs the model's config (normalisation, input size); load the model with "
                 "segcore.load_pretrained or pass config="
             )
@@ -355,9 +354,7 @@ class Segmenter(ConfigClasses):
             raise SegcoreError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
         apply_thread_policy()
         self.config = config
-        self.device = torch.device(device) if device is not None else default_device()
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for, but no CUDA GPU is available here; use device='cpu'")
+        self.device = resolve_device(device)
         self.model = model.eval()
         if runtime == "onnxruntime":
             if self.device.type != "cpu":

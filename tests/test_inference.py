@@ -73,13 +73,15 @@ def test_resize_policies():
 
 
 def test_segmenter_needs_a_config_and_a_real_device():
-    with pytest.raises(ValueError, match="needs the model's config"):
+    with pytest.raises(segcore.errors.ConfigError, match="needs the model's config"):
         segcore.Segmenter(torch.nn.Conv2d(3, 2, 1))
     if not torch.cuda.is_available():
         model = segcore.create_model("unet", num_classes=2, width=4)
         model.segcore_config["normalization"] = {"mean": [0, 0, 0], "std": [1, 1, 1]}
-        with pytest.raises(ValueError, match="no CUDA GPU"):
+        with pytest.raises(segcore.errors.SegcoreError, match="no CUDA GPU"):
             segcore.Segmenter(model, device="cuda")
+        with pytest.raises(segcore.errors.SegcoreError, match="unknown device"):
+            segcore.Segmenter(model, device="tpu")
 
 
 class _RedDetector(torch.nn.Module):
