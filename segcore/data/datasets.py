@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from segcore.data.palette import default_palette
 from segcore.errors import ConfigError, DatasetError, ImageError
-from segcore.image import read_image
+from segcore.image import check_decode_budget, open_checked, read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS = (".png",)
@@ -155,39 +155,31 @@ def find_pairs(root: str | os.PathLike, images: str = "images", masks: str = "ma
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """A label file's raw values: (H, W) integers, or (H, W, 3) uint8 for colour-coded masks. Alpha is dropped.
 
-    Palette PNGs give their indices (not their colours); EXIF orientation is applied as for images.
+    Palette PNGs give their indices (not their colours); EXIF orientation is applied as for images. The same
+    checks as for images come first (pixel limit, decode budget from the header), so a mask can be no bomb.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such mask file; check the path")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: the mask file is empty (0 bytes); export it again")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            mode = image.mode
-            if mode in ("LA", "PA"):
-                array = np.asarray(image)[..., 0]
-            elif mode in ("1", "L", "P"):
-                array = np.asarray(image).astype(np.uint8)
-            elif mode.startswith("I"):
-                array = np.asarray(image).astype(np.int64)
-            elif mode in ("RGB", "RGBA"):
-                array = np.asarray(image)[..., :3]
-                if (array[..., 0] == array[..., 1]).all() and (array[..., 0] == array[..., 2]).all():
-                    array = array[..., 0]  # greyscale saved as RGB
-            else:
-                raise ImageError(
-                    f"{path}: a mask in mode {mode} cannot hold class indices; save it as an 8-bit greyscale "
-                    "or palette PNG"
-                )
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read; save masks as PNG") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path}: the mask is damaged or truncated ({error}); export it again") from None
+    with open_checked(path, what="mask") as image:
+        mode = image.mode
+        # Pillow's buffer + the array made from it (int64 for 32-bit masks, three bytes for colour ones)
+        out_bytes = 8 if mode.startswith("I") else 3 if mode in ("RGB", "RGBA") else 1
+        check_decode_budget(path, image.width, image.height, 4 + out_bytes, what="mask")
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        if mode in ("LA", "PA"):
+            array = np.asarray(image)[..., 0]
+        elif mode in ("1", "L", "P"):
+            array = np.asarray(image).astype(np.uint8)
+        elif mode.startswith("I"):
+            array = np.asarray(image).astype(np.int64)
+        elif mode in ("RGB", "RGBA"):
+            array = np.asarray(image)[..., :3]
+            if (array[..., 0] == array[..., 1]).all() and (array[..., 0] == array[..., 2]).all():
+                array = array[..., 0]  # greyscale saved as RGB
+        else:
+            raise ImageError(
+                f"{path}: a mask in mode {mode} cannot hold class indices; save it as an 8-bit greyscale "
+                "or palette PNG"
+            )
     return np.ascontiguousarray(array)
 
 
