@@ -10,6 +10,7 @@ Folders are written to a temporary sibling and renamed into place, so a crash ne
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -25,13 +26,14 @@ from safetensors.torch import load_file, save_file
 from segcore.data.palette import default_palette
 from segcore.data.transforms import resolve_normalization
 from segcore.errors import CheckpointError
-from segcore.registry import create_model, model_info
+from segcore.registry import MAX_CLASSES, create_model, model_info
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 RESIZE_POLICIES = ("fixed", "letterbox", "max_side", "none")
+MIN_INPUT_SIDE, MAX_INPUT_SIDE = 8, 4096  # a network input side; beyond it a hand-edited config is a typo
 # Files a model folder may hold; anything else means the folder is not ours and must not be replaced.
 _OWNED_FILES = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -222,7 +224,39 @@ def read_config(path: str | os.PathLike) -> dict:
     return config
 
 
+def config_problems(config: dict) -> list[str]:
+    """What makes a (possibly hand-edited) config unusable before anything is built: sizes, classes, normalisation."""
+    problems = []
+    num_classes = config.get("num_classes")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= MAX_CLASSES:
+        problems.append(f"num_classes must be an integer in 1..{MAX_CLASSES}, not {num_classes!r}")
+    input_size = config.get("input_size")
+    if input_size is not None and not (
+            isinstance(input_size, list) and len(input_size) == 2
+            and all(isinstance(side, int) and not isinstance(side, bool) and MIN_INPUT_SIDE <= side <= MAX_INPUT_SIDE
+                    for side in input_size)):
+        problems.append(f"input_size must be [height, width] with both in {MIN_INPUT_SIDE}..{MAX_INPUT_SIDE}, "
+                        f"not {input_size!r}")
+    normalization = config.get("normalization")
+    if isinstance(normalization, dict):
+        for key in ("mean", "std"):
+            values = normalization.get(key)
+            if not (isinstance(values, list) and len(values) == 3 and all(
+                    isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    for value in values)):
+                problems.append(f"normalization {key} must be three finite numbers, not {values!r}")
+            elif key == "std" and min(values) <= 0:
+                problems.append(f"normalization std must be positive (it divides the pixels), not {values}")
+    names = config.get("class_names")
+    if names is not None and isinstance(num_classes, int) and (not isinstance(names, list) or len(names) != num_classes):
+        problems.append(f"class_names must list one name per class ({num_classes}), not {names!r}")
+    return problems
+
+
 def _build_from_config(config: dict, source: Path) -> nn.Module:
+    problems = config_problems(config)
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems) + "; fix config.json or re-save the model")
     try:
         model = create_model(config["architecture"], int(config["num_classes"]), **config.get("model_kwargs", {}))
     except (ValueError, TypeError) as error:

@@ -15,12 +15,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 from segcore.errors import ModelError
 
 TASKS = ("semantic", "portrait", "saliency")
 ONNX_EXPORTS = ("dynamic", "fixed")
+# Far above every architecture here (the largest, DeepLab with ResNet-101, has ~60 M); above it, a config is a typo.
+MAX_CLASSES, MAX_PARAMETERS = 1024, 500_000_000
 
 
 @dataclass(frozen=True)
@@ -162,11 +165,31 @@ def builder_parameters(name: str) -> tuple[str, ...]:
     return tuple(inspect.signature(_lookup(name).builder).parameters)
 
 
+def _check_size_on_meta(name: str, builder, num_classes: int, kwargs: dict) -> None:
+    """Build once on torch's meta device (no memory) and refuse models over MAX_PARAMETERS before allocating them,
+    so a slip like width=100000 is a clear error, not minutes of swapping. Builders that cannot run on meta are
+    simply built for real."""
+    try:
+        with torch.device("meta"):
+            probe = builder(num_classes=num_classes, **kwargs)
+        count = sum(parameter.numel() for parameter in probe.parameters())
+    except TypeError:
+        raise
+    except Exception:  # noqa: BLE001 - any other failure shows (with its traceback) when built for real
+        return
+    if count > MAX_PARAMETERS:
+        raise ModelError(
+            f"model {name!r} with {kwargs or 'its defaults'} would have {count:,} parameters "
+            f"(~{count * 4 / 2**30:.1f} GB), over the limit of {MAX_PARAMETERS:,}; check num_classes and the "
+            "model kwargs (widths, channels)"
+        )
+
+
 def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Build a registered architecture. The name and kwargs are kept on the model for `save_pretrained`."""
     info = _lookup(name)
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= MAX_CLASSES:
+        raise ModelError(f"num_classes must be an integer in 1..{MAX_CLASSES}, got {num_classes!r}")
     try:
         json.dumps(kwargs)
     except TypeError as error:
@@ -174,6 +197,7 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
             f"model kwargs must be JSON-serialisable so the model can be saved and rebuilt: {error}"
         ) from None
     try:
+        _check_size_on_meta(name, info.builder, num_classes, kwargs)
         model = info.builder(num_classes=num_classes, **kwargs)
     except TypeError as error:
         signature = inspect.signature(info.builder)

@@ -100,6 +100,33 @@ def test_damaged_folders_give_errors_naming_the_file(small_model, tmp_path, dama
     assert str(tmp_path / "m") in str(error.value)
 
 
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in changes.items():
+        if key == "width":
+            config["model_kwargs"]["width"] = value
+        elif key in ("mean", "std"):
+            config["normalization"][key] = value
+        else:
+            config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"input_size": [100000, 100000]}, r"input_size must be \[height, width\] with both in 8..4096"),
+    ({"num_classes": 10**9}, "num_classes must be an integer in 1..1024"),
+    ({"std": [0.0, 0.2, 0.2]}, "normalization std must be positive"),
+    ({"mean": [0.5, float("nan"), 0.5]}, "normalization mean must be three finite numbers"),
+    ({"width": 100000}, r"would have [\d,]+ parameters .* over the limit"),
+])
+def test_hand_edited_configs_out_of_bounds_are_refused_before_allocation(small_model, tmp_path, changes, message):
+    segcore.save_pretrained(small_model, tmp_path / "m")
+    _edit_config(tmp_path / "m", **changes)
+    with pytest.raises(CheckpointError, match=message) as error:
+        segcore.load_pretrained(tmp_path / "m")
+    assert str(tmp_path / "m") in str(error.value)
+
+
 def test_weights_that_do_not_match_the_architecture(small_model, tmp_path):
     segcore.save_pretrained(small_model, tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())

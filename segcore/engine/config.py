@@ -9,15 +9,19 @@ mapping of fields that override the top level for that stage.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from segcore.checkpoint import RESIZE_POLICIES
+from segcore.checkpoint import MAX_INPUT_SIDE, RESIZE_POLICIES
 from segcore.errors import ConfigError
 from segcore.fileio import write_text_atomic
 
+# Bounds that catch typing slips (lr=1e9, input_size 100000) before anything is allocated or trained.
+MAX_LR, MAX_BATCH_SIZE, MAX_EPOCHS = 10.0, 1024, 10_000
+MIN_SIDE, MAX_SIDE = 32, MAX_INPUT_SIDE
 SOURCE_KEYS = {"name", "data", "dataset", "train_split", "val_split", "dataset_kwargs", "weight"}
 
 
@@ -122,17 +126,27 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self, source: str = "recipe") -> None:
+        """Every setting within sane bounds, checked before anything is allocated; all problems in one message."""
         problems = []
         if self.optimizer not in ("adam", "adamw", "sgd"):
             problems.append(f"optimizer must be adam, adamw or sgd, not {self.optimizer!r}")
-        if self.lr <= 0:
-            problems.append(f"lr must be positive, not {self.lr}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be at least 1, not {self.batch_size}")
+        for name in ("lr", "weight_decay", "momentum", "lr_power", "train_fraction"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                problems.append(f"{name} must be a finite number, not {value}")
+        if not 0 < self.lr <= MAX_LR:
+            problems.append(f"lr must lie in (0, {MAX_LR:g}], not {self.lr}; typical values are 1e-4 to 1e-2")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be 0 or more, not {self.weight_decay}")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            problems.append(f"batch_size must lie in 1..{MAX_BATCH_SIZE}, not {self.batch_size}")
         if self.epochs < 1 and not self.iterations:
             problems.append("set epochs >= 1 or iterations >= 1")
-        if len(self.input_size) != 2 or min(self.input_size) < 32:
-            problems.append(f"input_size must be [height, width] with both >= 32, not {self.input_size}")
+        if self.epochs > MAX_EPOCHS:
+            problems.append(f"epochs must be at most {MAX_EPOCHS}, not {self.epochs}")
+        if len(self.input_size) != 2 or not all(MIN_SIDE <= side <= MAX_SIDE for side in self.input_size):
+            problems.append(f"input_size must be [height, width] with both in {MIN_SIDE}..{MAX_SIDE}, "
+                            f"not {self.input_size}")
         if not 0 < self.train_fraction <= 1:
             problems.append(f"train_fraction must lie in (0, 1], not {self.train_fraction}")
         if self.val_every < 1:

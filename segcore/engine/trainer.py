@@ -14,6 +14,7 @@ import csv
 import math
 import os
 import random
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ from segcore.losses import build_loss
 from segcore.registry import architectures_with, capabilities, create_model, model_info
 
 STATE_NAME = "trainer_state.pt"
+# A run stops when a step's loss passes both bounds: far above the median of its first steps, and large in itself
+# (a lr typed a few zeros too big trains on at losses near 1e8 otherwise, and ships a "best" model).
+REFERENCE_STEPS, EXPLOSION_FACTOR, EXPLODED_LOSS = 10, 1000.0, 1000.0
 MINIMISED_METRICS = {"kld", "loss"}
 
 
@@ -110,6 +114,7 @@ class Trainer:
         self.stage = stage
         self.callbacks = list(callbacks or [])
         self.stop_event = stop_event or threading.Event()
+        self._reference_losses: list[float] = []  # the run's first losses, the yardstick of a blow-up
         self.device = resolve_device(config.device)
         self.context: DistributedContext = setup_distributed(self.device.type)
         if self.context.enabled and self.device.type == "cuda":
@@ -330,12 +335,20 @@ class Trainer:
         if not torch.isfinite(loss):
             raise SegcoreError(f"the loss became {loss.item()} at epoch {epoch}; lower lr (now {config.lr}) or check "
                                "the data")
+        value = float(loss.detach())
+        if len(self._reference_losses) < REFERENCE_STEPS:
+            self._reference_losses.append(value)
+        else:
+            reference = statistics.median(self._reference_losses)
+            if value > max(EXPLODED_LOSS, EXPLOSION_FACTOR * reference):
+                raise SegcoreError(f"the loss exploded from about {reference:.3g} to {value:.3g} at epoch {epoch}; "
+                                   f"lower lr (now {config.lr}) or check the data")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable_module().parameters(), config.grad_clip)
         optimizer.step()
-        return float(loss.detach())
+        return value
 
     def validate(self, encoder_only: bool = False) -> dict:
         network = _EncoderPrediction(self.model) if encoder_only else self.model

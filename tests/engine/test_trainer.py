@@ -174,6 +174,35 @@ def test_recipe_errors_name_the_problem(tmp_path):
         Trainer(TrainConfig(), tmp_path / "run")
 
 
+@pytest.mark.parametrize("override, message", [
+    ("lr=1e9", r"lr must lie in \(0, 10\]"), ("lr=.nan", "lr must be a finite number"),
+    ("input_size=[100000, 100000]", "input_size must be .* 32..4096"), ("batch_size=100000", "batch_size must lie"),
+    ("weight_decay=-1", "weight_decay must be 0 or more"),
+])
+def test_recipe_settings_out_of_bounds_are_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(None, [override])
+
+
+def test_an_exploding_loss_stops_the_run_with_a_message(shapes_root, tmp_path, monkeypatch):
+    """A run whose loss blows up (here: scaled up from the 13th step on) stops, rather than training to the end
+    and shipping a "best" model."""
+    real = Trainer.compute_loss
+    steps = []
+
+    def blowing_up(self, network, batch, epoch):
+        steps.append(epoch)
+        loss = real(self, network, batch, epoch)
+        return loss * 1e7 if len(steps) > 12 else loss
+
+    monkeypatch.setattr(Trainer, "compute_loss", blowing_up)
+    config = load_recipe(None, ["model=unet", "model_kwargs.width=4", "input_size=[64, 64]", "augmentation=none",
+                                "batch_size=4", "epochs=3", "threads=1", f"data={shapes_root}"])
+    with pytest.raises(SegcoreError, match=r"the loss exploded from about .* to .* at epoch \d; lower lr"):
+        Trainer(config, tmp_path / "run").fit()
+    assert len(steps) == 13
+
+
 def test_train_cli_errors_exit_1(tmp_path, capsys):
     assert main(["train", "--set", "model=unet", "--data", str(tmp_path / "missing")]) == 1
     assert "error:" in capsys.readouterr().err
