@@ -15,10 +15,9 @@ import traceback
 import gradio as gr
 import pandas as pd
 
-import segcore
 from app import services
-from segcore import compose, visualize
-from segcore.errors import SegcoreError
+
+SegcoreError = services.SegcoreError  # the UI imports app.services only; services re-exports the error type
 
 log = logging.getLogger("segcore.app")
 
@@ -80,43 +79,51 @@ def _notes(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- handlers
+# Every API handler takes only its image (or job) as required: the rest default as in the page, so
+# client.predict(handle_file("me.jpg"), api_name="/remove_background") works.
 @user_errors
-def remove_background(image, model, mode, blur_strength, background_color, background_image, refine_edges, crf):
-    result = services.remove_background(image, model=model, mode=mode, blur_strength=blur_strength,
+def remove_background(image, model=None, mode="cutout", blur_strength=50, background_color="#00b140",
+                      background_image=None, refine_edges=True, crf=False):
+    """(result, download NAME-MODE.png, notes) and, for the page only (a gr.State), the before/after pair."""
+    result = services.remove_background(image, model=model or None, mode=mode, blur_strength=blur_strength,
                                         background_color=background_color, background_image=background_image,
                                         refine_edges=refine_edges, crf=crf)
-    download = services.save_png(result.image, stem="cutout" if mode == "cutout" else f"background-{mode}")
-    return result.image, str(download), _notes(result.summary())
+    download = services.download_file(result.image, image, mode)
+    return result.image, str(download), _notes(result.summary()), result.before_after()
 
 
-def remove_background_live(frame, model, mode, blur_strength, background_color, refine_edges, smoother):
-    """One webcam frame: the mask is smoothed over time (per browser session) so edges do not flicker."""
-    if frame is None:
-        return None, "waiting for the webcam", smoother
-    smoother = smoother or compose.TemporalSmoother()
-    try:
-        result = services.remove_background(frame, model=model, mode=mode, blur_strength=blur_strength,
-                                            background_color=background_color, refine_edges=refine_edges,
-                                            smoother=smoother)
-    except SegcoreError as error:
-        return None, shown_message(error), smoother
-    return result.image, f"{result.total_ms:.0f} ms per frame (model {result.latency_ms:.0f} ms)", smoother
+def remove_background_live(frame, model, mode, blur_strength, background_color, refine_edges, session):
+    """One webcam frame through this browser session's services.WebcamSession (its own smoothing history)."""
+    session = session or services.WebcamSession()
+    shown = session.process(frame, model=model, mode=mode, blur_strength=blur_strength,
+                            background_color=background_color, refine_edges=refine_edges)
+    return shown.image, shown_message(ValueError(shown.message)), session
 
 
 @user_errors
-def segment(image, model, crf, class_name):
-    result = services.segment(image, model, crf=crf, class_name=class_name or None)
-    annotated = (result.image, result.annotations()) if result.task != "saliency" else (result.image, [])
-    before_after = (result.overlay, result.crf_overlay) if result.crf_overlay is not None else (result.overlay,
-                                                                                              result.overlay)
-    legend = pd.DataFrame([{"class": name, "colour": colour, "share of pixels (%)": round(share * 100, 2)}
-                           for name, colour, share in result.legend()])
-    return (annotated, result.overlay, result.confidence_map, result.class_map,
-            before_after, legend, _notes(result.summary()))
+def segment(image, model=None, crf=False, class_name=None):
+    result = services.segment(image, model or services.default_explore_model(), crf=crf,
+                              class_name=class_name or None)
+    """The pictures as plain values (what API scripts get) and, for the page only (a gr.State), their captions."""
+    before_after = result.crf_before_after()
+    legend = pd.DataFrame([{"saliency band" if result.task == "saliency" else "class": name, "colour": colour,
+                            "share of pixels (%)": round(share * 100, 2)} for name, colour, share in result.legend()])
+    view = {"mask": result.mask_caption, "overlay": result.overlay_caption, "confidence": result.confidence_caption,
+            "class_map": result.class_map_caption, "color_map": result.color_map(), "crf": before_after is not None}
+    return ((result.image, result.annotations()), result.overlay, result.confidence_map, result.class_map,
+            before_after, legend, _notes(result.summary()), view)
+
+
+def _caption_explore(view):
+    """Caption each Explore picture with what it shows; the CRF slider only when there is a before and after."""
+    if not view:
+        return (gr.skip(),) * 5
+    return (gr.update(label=view["mask"], color_map=view["color_map"]), gr.update(label=view["overlay"]),
+            gr.update(label=view["confidence"]), gr.update(label=view["class_map"]), gr.update(visible=view["crf"]))
 
 
 @user_errors
-def compare(image, models, ground_truth):
+def compare(image, models=None, ground_truth=None):
     result = services.compare(image, models, ground_truth)
     gallery = [(row.overlay, f"{row.model}: {row.latency_ms:.0f} ms") for row in result.rows]
     table = pd.DataFrame(result.table(), columns=["model", "latency (ms)", "IoU (foreground)", "mIoU",
@@ -126,15 +133,27 @@ def compare(image, models, ground_truth):
 
 
 @user_errors
-def finetune_start(upload, sample, base, epochs, lr, batch_size, input_size, freeze_encoder, name):
-    status = services.finetune_start(upload=upload, sample=sample or None, base=base, epochs=int(epochs), lr=float(lr),
-                                     batch_size=int(batch_size), input_size=int(input_size),
-                                     freeze_encoder=bool(freeze_encoder), name=name or None)
-    return status["id"], _status_text(status)
+def finetune_start(upload=None, sample=None, base="scratch: unet", epochs=5, lr=1e-3, batch_size=8, input_size=128,
+                   freeze_encoder=False, name=None):
+    """(job id, status, problems). What keeps the job from starting goes to the problems panel, one line each, and
+    stays there (a toast would vanish); the job id is then empty. The numbers go to services unconverted: it
+    checks them (NaN, infinity, out of range) with the rest."""
+    try:
+        status = services.finetune_start(upload=upload, sample=sample or None, base=base, epochs=epochs, lr=lr,
+                                         batch_size=batch_size, input_size=input_size,
+                                         freeze_encoder=bool(freeze_encoder), name=name or None)
+    except services.FinetuneProblems as error:
+        shown = [shown_message(ValueError(problem)) for problem in error.problems]
+        return "", gr.skip(), "**The fine-tune cannot start; fix these and press Start again:**\n\n" + "\n".join(
+            f"- {problem}" for problem in shown)
+    except SegcoreError as error:
+        return "", gr.skip(), f"**The fine-tune cannot start:**\n\n- {shown_message(error)}"
+    report = "\n".join(f"- {line}" for line in status.get("dataset_report", "").splitlines())
+    return status["id"], _status_text(status), f"**Dataset checked:**\n\n{report}"
 
 
 @user_errors
-def finetune_status(job_id):
+def finetune_status(job_id=None):
     status = services.finetune_status(job_id or None)
     download = None
     if status.get("state") == "finished" and status.get("model_dir"):
@@ -143,16 +162,34 @@ def finetune_status(job_id):
     return _status_text(status), losses, metrics, download, status
 
 
+def _job_list(selected=None):
+    """The job picker (every job on disk, newest first) and the jobs table, from services; `selected` (a job id)
+    is picked, else the newest job."""
+    try:
+        rows = services.finetune_jobs()
+    except SegcoreError as error:  # another app runs this jobs folder
+        return gr.update(choices=[], value=None, info=shown_message(error)), pd.DataFrame()
+    choices = [(f"{row['name']} ({row['state']}, {row['created']})", row["id"]) for row in rows]
+    ids = [row["id"] for row in rows]
+    value = selected if selected in ids else (ids[0] if ids else None)
+    table = pd.DataFrame([{"name": row["name"], "state": row["state"], "created": row["created"],
+                           "epochs": f"{row['epoch'] or 0}/{row['epochs'] or '?'}", "metric": row["metric"],
+                           "best": None if row["best"] is None else round(row["best"], 4),
+                           "start model": None if row["start"] is None else round(row["start"], 4),
+                           "worse than start": "yes" if row["worse_than_start"] else ""} for row in rows],
+                         columns=["name", "state", "created", "epochs", "metric", "best", "start model",
+                                  "worse than start"])
+    return gr.update(choices=choices, value=value), table
+
+
 @user_errors
-def finetune_cancel(job_id):
+def finetune_cancel(job_id=None):
     return _status_text(services.finetune_cancel(job_id or None))
 
 
 def list_models() -> list[dict]:
     """Every model the app can run: name, task, architecture, classes, source (shipped or fine-tuned)."""
-    return [{"name": entry.name, "task": entry.task, "architecture": entry.architecture,
-             "classes": list(entry.class_names), "source": entry.source,
-             "removes_background": entry.removes_background} for entry in services.list_models()]
+    return services.model_summaries()
 
 
 def _status_text(status: dict) -> str:
@@ -173,6 +210,11 @@ def _status_text(status: dict) -> str:
         lines.append(f"error: {status['error']}")
     if status.get("message"):
         lines.append(str(status["message"]))
+    lines += [str(note) for note in status.get("notes") or []]
+    start = status.get("start_metric")
+    if start and status.get("start_model"):
+        lines.append(f"starting model {status['start_model']}: {start['metric']} {start['value']:.4f} on the "
+                     f"{start['images']} validation image(s) before fine-tuning")
     if state == "finished":
         lines.append(f"the model is now in every model list as fine-tuned/{status.get('name')}")
     return "  \n".join(lines)
@@ -200,8 +242,24 @@ def _model_updates() -> tuple:
             gr.update(choices=services.finetune_base_choices()))
 
 
+# Photo and result sit side by side at this height, with the settings beside them, so a 1366x900 screen shows
+# the photo, the button and the result without scrolling.
+IMAGE_HEIGHT = 420
+# Transparent parts of a cutout show a checkerboard, as in image editors (white would hide white clothes).
+CSS = """
+#bg-output img { background: repeating-conic-gradient(#cccccc 0% 25%, #ffffff 0% 50%) 50% / 20px 20px;
+                 width: auto; height: auto; max-width: 100%; max-height: 100%; }
+"""
+
+
+def _show_pair(pair):
+    """The before/after slider: shown with a pair, hidden without one (never two identical pictures)."""
+    return gr.update(value=pair, visible=pair is not None)
+
+
 def build_app() -> gr.Blocks:
     examples = [str(path) for path in services.example_images()]
+    people = [str(path) for path in services.background_examples()]
     background_models = services.model_names(background_removal=True)
     all_models = services.model_names()
     with gr.Blocks(title="segcore") as demo:
@@ -209,35 +267,46 @@ def build_app() -> gr.Blocks:
                     f"your own. Images larger than {services.APP_MAX_SIDE} px on the longer side are downscaled.")
         with gr.Tabs():
             with gr.Tab("Background removal", id="background"):
-                with gr.Row():
-                    with gr.Column():
-                        bg_input = uploaded_image(label="Portrait", sources=["upload", "webcam"], elem_id="bg-input")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1, min_width=240):
                         bg_model = gr.Dropdown(background_models, value=services.default_background_model(),
                                                label="Model", elem_id="bg-model")
                         bg_mode = gr.Radio(list(services.BACKGROUND_MODES), value="cutout", label="Mode")
                         bg_strength = gr.Slider(0, 100, value=50, step=1, label="Blur strength")
                         bg_color = gr.ColorPicker(value="#00b140", label="Replacement colour")
-                        bg_image = uploaded_image(label="Replacement background (optional)", sources=["upload"])
-                        with gr.Row():
-                            bg_refine = gr.Checkbox(True, label="Refine edges (guided filter)")
-                            bg_crf = gr.Checkbox(False, label="Dense CRF")
+                        bg_image = uploaded_image(label="Replacement background (optional)", sources=["upload"],
+                                                  height=120)
+                        bg_refine = gr.Checkbox(True, label="Refine edges (guided filter)")
+                        bg_crf = gr.Checkbox(False, label="Dense CRF")
+                    with gr.Column(scale=2):
+                        bg_input = uploaded_image(label="Photo", sources=["upload", "webcam"], elem_id="bg-input",
+                                                  height=IMAGE_HEIGHT)
                         bg_button = gr.Button("Remove background", variant="primary", elem_id="bg-run")
-                    with gr.Column():
-                        bg_output = gr.Image(label="Result", type="numpy", format="png", image_mode=None,
-                                             elem_id="bg-output", interactive=False)
-                        bg_download = gr.File(label="Download PNG", interactive=False)
+                    with gr.Column(scale=2):
+                        bg_output = gr.Image(label="Result (transparent parts on a checkerboard)", type="numpy",
+                                             format="png", image_mode=None, elem_id="bg-output", interactive=False,
+                                             height=IMAGE_HEIGHT)
+                        bg_download = gr.File(label="Download PNG", interactive=False, elem_id="bg-download")
                         bg_info = gr.Markdown(elem_id="bg-info")
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1, min_width=240):
+                        if people:
+                            gr.Examples(people, inputs=[bg_input], label="Examples (photos of people)")
+                    with gr.Column(scale=4):
+                        bg_slider = gr.ImageSlider(label="Before | after (drag the handle)", interactive=False,
+                                                   visible=False, elem_id="bg-slider", max_height=IMAGE_HEIGHT)
+                bg_pair = gr.State(None)
                 with gr.Accordion("Live webcam", open=False):
                     with gr.Row():
                         live_input = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy")
-                        live_output = gr.Image(label="Live result", type="numpy", format="png", interactive=False)
-                    live_info = gr.Markdown()
-                    live_state = gr.State(None)
-                if examples:
-                    gr.Examples(examples, inputs=[bg_input], label="Examples")
+                        live_output = gr.Image(label="Live result", type="numpy", format="png", interactive=False,
+                                               elem_id="live-output")
+                    live_info = gr.Markdown(elem_id="live-info")
+                    live_state = gr.State(None)  # this browser session's services.WebcamSession
                 bg_button.click(remove_background,
                                 [bg_input, bg_model, bg_mode, bg_strength, bg_color, bg_image, bg_refine, bg_crf],
-                                [bg_output, bg_download, bg_info], api_name="remove_background")
+                                [bg_output, bg_download, bg_info, bg_pair], api_name="remove_background"
+                                ).success(_show_pair, [bg_pair], [bg_slider], api_visibility="private")
                 live_input.stream(remove_background_live,
                                   [live_input, bg_model, bg_mode, bg_strength, bg_color, bg_refine, live_state],
                                   [live_output, live_info, live_state], stream_every=0.1, time_limit=600,
@@ -248,8 +317,7 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         ex_input = uploaded_image(label="Image", sources=["upload", "webcam"], elem_id="ex-input")
-                        ex_model = gr.Dropdown(all_models, value=services.default_background_model() or
-                                               (all_models or [None])[0], label="Model",
+                        ex_model = gr.Dropdown(all_models, value=services.default_explore_model(), label="Model",
                                                elem_id="ex-model")
                         ex_class = gr.Dropdown([], value=None, label="Probability heatmap of class (blank: the "
                                                "largest foreground class)", allow_custom_value=True)
@@ -257,18 +325,24 @@ def build_app() -> gr.Blocks:
                         ex_button = gr.Button("Segment", variant="primary", elem_id="ex-run")
                         ex_info = gr.Markdown()
                     with gr.Column():
-                        ex_annotated = gr.AnnotatedImage(label="Mask and legend", color_map=_class_color_map())
-                        ex_legend = gr.Dataframe(label="Classes", interactive=False)
+                        ex_annotated = gr.AnnotatedImage(label="Mask and legend", color_map=services.class_colors(),
+                                                         elem_id="ex-annotated")
+                        ex_legend = gr.Dataframe(label="Legend", interactive=False, elem_id="ex-legend")
                 with gr.Row():
-                    ex_overlay = gr.Image(label="Overlay (saliency: JET)", interactive=False)
-                    ex_confidence = gr.Image(label="Confidence", interactive=False)
-                    ex_class_map = gr.Image(label="Class probability", interactive=False)
-                ex_slider = gr.ImageSlider(label="CRF: before | after", interactive=False)
+                    ex_overlay = gr.Image(label="Overlay", interactive=False, elem_id="ex-overlay")
+                    ex_confidence = gr.Image(label="Confidence", interactive=False, elem_id="ex-confidence")
+                    ex_class_map = gr.Image(label="Class probability", interactive=False, elem_id="ex-class-map")
+                ex_slider = gr.ImageSlider(label="Dense CRF: before | after", interactive=False, visible=False,
+                                           elem_id="ex-slider")
                 if examples:
                     gr.Examples(examples, inputs=[ex_input], label="Examples")
+                ex_view = gr.State(None)
                 ex_button.click(segment, [ex_input, ex_model, ex_crf, ex_class],
-                                [ex_annotated, ex_overlay, ex_confidence, ex_class_map, ex_slider, ex_legend, ex_info],
-                                api_name="segment")
+                                [ex_annotated, ex_overlay, ex_confidence, ex_class_map, ex_slider, ex_legend, ex_info,
+                                 ex_view], api_name="segment"
+                                ).success(_caption_explore, [ex_view],
+                                          [ex_annotated, ex_overlay, ex_confidence, ex_class_map, ex_slider],
+                                          api_visibility="private", show_progress="hidden")
                 ex_model.change(_class_choices, [ex_model], [ex_class], api_visibility="private")
 
             with gr.Tab("Compare", id="compare"):
@@ -291,25 +365,30 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Fine-tune", id="finetune"):
                 with gr.Row():
                     with gr.Column():
-                        ft_upload = gr.File(label="Dataset zip (images/ + masks/, optional classes.json)",
+                        ft_upload = gr.File(label="Dataset zip (images/ + masks/, optional classes.json and "
+                                                  "split.txt; without it 10 % are held out for validation)",
                                             file_types=[".zip"], type="filepath", elem_id="ft-upload")
                         ft_sample = gr.Dropdown([""] + list(services.SAMPLE_DATASETS), value="",
                                                 label="…or a bundled sample", elem_id="ft-sample")
                         ft_base = gr.Dropdown(services.finetune_base_choices(), value="scratch: unet",
                                               label="Start from", elem_id="ft-base")
                         with gr.Row():
-                            ft_epochs = gr.Number(5, label="Epochs", precision=0, minimum=1, maximum=1000,
-                                                  elem_id="ft-epochs")
-                            ft_lr = gr.Number(1e-3, label="Learning rate", minimum=1e-6, maximum=1.0)
-                            ft_batch = gr.Number(8, label="Batch", precision=0, minimum=1, maximum=256)
-                            ft_size = gr.Number(128, label="Input size (px)", precision=0, minimum=32, maximum=1024,
-                                                elem_id="ft-size")
+                            # No minimum/maximum here: services checks the numbers at Start with the rest and
+                            # the problems panel lists them (Gradio's own check would only flash a toast).
+                            ft_epochs = gr.Number(5, label="Epochs (1-1000)", precision=0, elem_id="ft-epochs")
+                            ft_lr = gr.Number(1e-3, label="Learning rate (1e-6 - 1)")
+                            ft_batch = gr.Number(8, label="Batch (1-256)", precision=0)
+                            ft_size = gr.Number(128, label="Input size (32-1024 px)", precision=0, elem_id="ft-size")
                         ft_freeze = gr.Checkbox(False, label="Freeze encoder (unet_resnet50)")
                         ft_name = gr.Textbox(label="Name (optional)")
                         with gr.Row():
                             ft_start = gr.Button("Start", variant="primary", elem_id="ft-start")
                             ft_cancel = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
+                        ft_problems = gr.Markdown(elem_id="ft-problems")
                         ft_job = gr.Textbox(label="Job id", interactive=False, elem_id="ft-job")
+                        ft_pick = gr.Dropdown([], value=None, label="Jobs (every job on disk, newest first)",
+                                              elem_id="ft-jobs")
+                        ft_table = gr.Dataframe(label="All jobs", interactive=False, elem_id="ft-table")
                     with gr.Column():
                         ft_status = gr.Markdown("no fine-tuning job yet", elem_id="ft-status")
                         ft_losses = gr.LinePlot(x="epoch", y="value", color="series", title="Training loss")
@@ -318,16 +397,22 @@ def build_app() -> gr.Blocks:
                         ft_json = gr.JSON(label="Status", visible=False)
                 ft_timer = gr.Timer(1.0)
                 ft_start.click(finetune_start, [ft_upload, ft_sample, ft_base, ft_epochs, ft_lr, ft_batch, ft_size,
-                                                ft_freeze, ft_name], [ft_job, ft_status], api_name="finetune_start")
+                                                ft_freeze, ft_name], [ft_job, ft_status, ft_problems],
+                               api_name="finetune_start").then(
+                    lambda job_id: _job_list(job_id or None), [ft_job], [ft_pick, ft_table], api_visibility="private")
+                ft_pick.change(lambda job_id: job_id or gr.skip(), [ft_pick], [ft_job], api_visibility="private",
+                               show_progress="hidden")
                 ft_cancel.click(finetune_cancel, [ft_job], [ft_status], api_name="finetune_cancel")
                 status_outputs = [ft_status, ft_losses, ft_metrics, ft_download, ft_json]
                 status_event = gr.Button(visible=False)
                 status_event.click(finetune_status, [ft_job], status_outputs, api_name="finetune_status")
                 ft_timer.tick(_poll_status, [ft_job, ft_json],
-                              status_outputs + [bg_model, ex_model, cmp_models, ft_base], api_visibility="private",
+                              status_outputs + [bg_model, ex_model, cmp_models, ft_base, ft_pick, ft_table],
+                              api_visibility="private",
                               show_progress="hidden")
         gr.api(list_models, api_name="list_models")
         demo.load(lambda: _model_updates(), None, [bg_model, ex_model, cmp_models, ft_base], api_visibility="private")
+        demo.load(lambda: _job_list(), None, [ft_pick, ft_table], api_visibility="private")
     return demo
 
 
@@ -340,45 +425,35 @@ def _comparable_pair() -> list[str]:
     return pairs[0] if pairs else services.model_names()[:2]
 
 
-def _class_color_map() -> dict[str, str]:
-    """Class name -> colour over all installed models (the first model naming a class sets its colour)."""
-    colors: dict[str, str] = {}
-    for entry in services.list_models():
-        config = segcore.checkpoint.read_config(entry.path / "config.json")
-        for name, color in zip(config.get("class_names", []), config.get("class_colors", [])):
-            colors.setdefault(name, visualize.hex_color(color))
-    return colors
-
-
 def _class_choices(model):
-    try:
-        entry = services.find_model(model)
-    except SegcoreError:
-        return gr.update(choices=[], value=None)
-    return gr.update(choices=list(entry.class_names), value=None)
+    return gr.update(choices=services.class_choices(model), value=None)
 
 
 def _poll_status(job_id, previous):
     """Timer tick: refresh the job's progress; refresh model pickers when a job has just finished. A job that had
-    already ended at the previous tick is left alone (no new curves, no new download zip every second)."""
+    already ended at the previous tick is left alone (no new curves, no new download zip every second). The job
+    list is refreshed when the job changes state."""
     if not job_id:
-        return (gr.skip(),) * 9
+        return (gr.skip(),) * 11
     previous = previous or {}
     try:
         state = services.finetune_status(job_id).get("state")
         if previous.get("id") == job_id and previous.get("state") in TERMINAL_STATES and previous["state"] == state:
-            return (gr.skip(),) * 9
+            return (gr.skip(),) * 11
         text, losses, metrics, download, status = finetune_status(job_id)
     except (gr.Error, SegcoreError) as error:
-        return (shown_message(error),) + (gr.skip(),) * 8
+        return (shown_message(error),) + (gr.skip(),) * 10
     finished_now = status.get("state") == "finished" and previous.get("state") != "finished"
     pickers = _model_updates() if finished_now else (gr.skip(),) * 4
-    return (text, losses, metrics, download, status) + tuple(pickers)
+    changed = previous.get("id") != job_id or previous.get("state") != status.get("state")
+    jobs = _job_list(job_id) if changed else (gr.skip(),) * 2
+    return (text, losses, metrics, download, status) + tuple(pickers) + tuple(jobs)
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True) -> gr.Blocks:
+    services.start_job_manager()  # jobs a stopped app left queued or running resume now, not when the tab opens
     demo = build_app()
     demo.queue(default_concurrency_limit=2)
-    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, css=CSS,
                 allowed_paths=[str(services.EXAMPLES_DIR)], show_error=True, quiet=not block)
     return demo

@@ -4,6 +4,9 @@ Each job is a folder ROOT/JOB_ID with job.json (written by the manager only), re
 by the training process only), log.txt and run/ (the trainer's outputs). A job trains in a child process
 (`python -m app.jobs JOB_DIR`), so the UI keeps its GIL and cores and a cancel can always end it; on CPU the child
 uses at most half the cores at a lower priority. Jobs found running by a fresh manager resume from trainer_state.pt.
+A job that starts from a saved model first scores that model on the job's own validation split, so its status can
+say when fine-tuning made the model worse. Messages and errors name files relative to the dataset and the job
+folder, never by their server paths.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ LOCK_FILE = ".lock"
 TERMINAL_STATES = ("finished", "failed", "cancelled")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROGRESS_FIELDS = ("stage", "epoch", "epochs", "step", "steps", "device", "loss", "lr", "eta_seconds", "metrics",
-                   "metric", "history", "resumed_from", "updated")
+                   "metric", "history", "resumed_from", "updated", "start_metric", "best_value", "worse_than_start")
 
 
 def default_cpu_threads() -> int:
@@ -126,8 +129,10 @@ class JobManager:
                 self._thread = threading.Thread(target=self._work, name="segcore-jobs", daemon=True)
                 self._thread.start()
 
-    def submit(self, config: TrainConfig | dict, name: str | None = None) -> str:
-        """Validate `config` and queue it; returns the job id (sortable by submission time)."""
+    def submit(self, config: TrainConfig | dict, name: str | None = None, *, notes: list[str] | None = None,
+               start_model: str | None = None) -> str:
+        """Validate `config` and queue it; returns the job id (sortable by submission time). `notes` are lines the
+        job's status always shows (how its data was split ...); `start_model` names the model it fine-tunes."""
         config = validate_job_config(config)
         with self._lock:
             if self._stopping:
@@ -152,6 +157,9 @@ class JobManager:
                 "model": config.model,
                 "data": config.data,
                 "requested_device": config.device,
+                "init_from": config.init_from,
+                "start_model": start_model,
+                "notes": [str(note) for note in notes or []],
             }
             self._jobs[job_id] = record
             self._save(record)
@@ -410,11 +418,15 @@ class JobManager:
         job_dir = self.root / record["id"]
         progress = read_json(job_dir / PROGRESS_FILE) or {}
         reported = progress.get("state") if progress.get("attempt") == attempt else None
+        for key in ("start_metric", "best_value", "worse_than_start"):  # kept in job.json, beside the outcome
+            if progress.get(key) is not None:
+                record[key] = progress[key]
         if reported == "finished":
             record["model_dir"] = progress.get("model_dir")
             self._end(record, "finished", message=progress.get("message") or "finished")
         elif reported == "failed":
-            self._end(record, "failed", message="failed", error=progress.get("error") or "training failed")
+            self._end(record, "failed", message="failed",
+                      error=without_paths(progress.get("error") or "training failed", record, job_dir))
         elif record["cancel_requested"]:
             self._end(record, "cancelled", message=progress.get("message") or "cancelled")
         elif self._stopping:
@@ -426,8 +438,20 @@ class JobManager:
         else:
             last_line = last_log_line(job_dir / LOG_FILE)
             self._end(record, "failed", message="failed",
-                      error=f"the training process ended unexpectedly (exit code {return_code})"
-                            f"{': ' + last_line if last_line else ''}; the full log is {job_dir / LOG_FILE}")
+                      error=without_paths(f"the training process ended unexpectedly (exit code {return_code})"
+                                          f"{': ' + last_line if last_line else ''}; the full log is {LOG_FILE} in "
+                                          f"job {record['id']}", record, job_dir))
+
+
+def without_paths(text: str, record: dict, job_dir: Path) -> str:
+    """`text` with the server's folders taken out: files inside the dataset by their names in the upload, the job's
+    own folder and the starting model by name."""
+    replacements = [(record.get("data"), "the dataset"), (str(job_dir), f"job {record['id']}"),
+                    (record.get("init_from"), record.get("start_model") or "the starting model")]
+    for folder, name in replacements:
+        if folder:
+            text = text.replace(f"{folder}{os.sep}", "").replace(str(folder), name)
+    return text
 
 
 def last_log_line(path: Path) -> str:
@@ -569,6 +593,41 @@ def _limit_resources(config: TrainConfig, cpu_threads: int) -> str:
     return device
 
 
+def is_worse(metric: str, value: float, start_value: float) -> bool:
+    from segcore.engine.trainer import MINIMISED_METRICS
+
+    return value > start_value if metric in MINIMISED_METRICS else value < start_value
+
+
+def score_start_model(config: TrainConfig) -> dict | None:
+    """{metric, value, images}: the model `config.init_from` names, as saved, on the validation split the job
+    validates on, by the metric best/ is chosen by. None for multi-stage recipes, data without a validation split,
+    or a model whose classes the data does not share (its score would mean nothing)."""
+    import torch
+
+    from segcore.engine.data import build_datasets
+    from segcore.engine.evaluate import evaluate, evaluate_sources
+    from segcore.engine.trainer import default_best_metric, resolve_device
+    from segcore.inference import Segmenter
+
+    if not config.init_from or config.stages:
+        return None
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    _, val_set, info = build_datasets(config)
+    segmenter = Segmenter.from_pretrained(config.init_from, device=resolve_device(config.device))
+    if val_set is None or segmenter.num_classes != info["num_classes"]:
+        return None
+    metric = config.best_metric or default_best_metric(segmenter.config.get("task", "semantic"), segmenter.num_classes)
+    options = {"boundary_tolerance": config.boundary_tolerance}
+    scores = (evaluate_sources(segmenter, val_set, **options) if isinstance(val_set, dict)
+              else evaluate(segmenter, val_set, **options))
+    value = scores.get(metric)
+    if not isinstance(value, (int, float)) or value != value:  # missing or NaN
+        return None
+    return {"metric": metric, "value": float(value), "images": int(scores.get("images", 0))}
+
+
 def main(argv: list[str] | None = None) -> int:
     """The training process of one job: `python -m app.jobs JOB_DIR`."""
     parser = argparse.ArgumentParser(prog="python -m app.jobs", description="Run one segcore app job (internal).")
@@ -599,14 +658,34 @@ def main(argv: list[str] | None = None) -> int:
         if reporter.should_stop():
             reporter.finish("cancelled", "cancelled before training started")
             return 0
+        start = reporter.progress.get("start_metric")
+        if config.init_from and start is None:  # scored once: a resumed job keeps the first attempt's score
+            reporter.progress["message"] = "scoring the starting model on the validation split"
+            reporter.write()
+            start = score_start_model(config)
+            reporter.progress["start_metric"] = start
+            reporter.write()
+        if reporter.should_stop():
+            reporter.finish("cancelled", "cancelled before training started")
+            return 0
         # resume=True is harmless for a fresh run (nothing to resume) and continues an interrupted one exactly.
         result = run_recipe(config, run_dir, callbacks=[reporter], resume=True, stop_event=stop_event)
         if result.status == "cancelled":
             reporter.finish("cancelled", f"cancelled after {result.epochs_done} finished epoch(s)")
             return 0
         best = (f", best {result.best_metric} = {result.best_value:.4f}" if result.best_value is not None else "")
-        reporter.finish("finished", f"{result.status.replace('_', ' ')}: {result.epochs_done} epoch(s){best}",
-                        model_dir=model_folder(Path(result.run_dir)))
+        message = f"{result.status.replace('_', ' ')}: {result.epochs_done} epoch(s){best}"
+        reporter.progress["best_value"] = result.best_value
+        if start and result.best_value is not None and start.get("metric") == result.best_metric:
+            worse = is_worse(result.best_metric, result.best_value, start["value"])
+            reporter.progress["worse_than_start"] = worse
+            if worse:
+                name = (read_json(job_dir / JOB_FILE) or {}).get("start_model") or Path(config.init_from).name
+                message += (f"; WORSE than the starting model {name}: {result.best_metric} {result.best_value:.4f} "
+                            f"after fine-tuning, {start['value']:.4f} before, on the same {start['images']} "
+                            "validation image(s); keep using the starting model, or try a lower learning rate or "
+                            "more data")
+        reporter.finish("finished", message, model_dir=model_folder(Path(result.run_dir)))
         return 0
     except SegcoreError as error:
         failed_message, failed_error = "failed", str(error)

@@ -9,8 +9,11 @@ the result says so.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -24,8 +27,8 @@ from PIL import Image
 
 import segcore
 from segcore import compose, inference, visualize
-from segcore.errors import ImageError, SegcoreError
-from segcore.image import read_image, to_rgb_uint8, write_image_atomic
+from segcore.errors import ImageError, SegcoreError  # SegcoreError: the UIs catch it as services.SegcoreError
+from segcore.image import fit_longer_side, image_size, read_image, to_rgb_uint8, write_image_atomic
 from segcore.metrics import ConfusionMatrix
 
 log = logging.getLogger("segcore.app")
@@ -38,9 +41,11 @@ EXAMPLES_DIR = ROOT / "assets" / "examples"
 
 APP_MAX_SIDE = 2048  # longer side, in pixels, of what the app processes; larger photos are downscaled on load
 CRF_MAX_PIXELS = 1_000_000  # the CRF runs on a copy downscaled to this size (the result is resized back)
-# Background removal and the webcam default to the first of these that is installed: person-fast is trained for
-# people in any photo, portrait-sinet (the SINet paper's reproduction) for centred portraits only.
-DEFAULT_BACKGROUND_MODELS = ("person-fast", "portrait-sinet")
+SALIENCY_BANDS = 5  # a saliency map's legend: this many bands of its heat scale
+# Photos of people among assets/examples (licences in its README): the background-removal examples; the others
+# (a cat, a coffee cup, a drawn street) are for exploring the scene and saliency models.
+PEOPLE_EXAMPLES = ("astronaut.jpg", "camera.jpg")
+DEFAULT_BACKGROUND_MODELS = segcore.zoo.DEFAULT_BACKGROUND_MODELS  # background removal's and the webcam's default
 SAMPLE_DATASETS = {"shapes (generated: 96 images, 3 classes)": "shapes"}
 
 
@@ -66,13 +71,14 @@ def model_names(task: str | None = None, background_removal: bool = False) -> li
 
 
 def default_background_model() -> str | None:
-    """The first installed of DEFAULT_BACKGROUND_MODELS, else the first model that can remove a background."""
-    names = model_names(background_removal=True)
-    for name in DEFAULT_BACKGROUND_MODELS:
-        if name in names:
-            return name
-    portrait = [entry.name for entry in list_models("portrait", background_removal=True)]
-    return (portrait or names or [None])[0]
+    """segcore.zoo's choice (the CLI's too) among the app's models: the first installed of
+    DEFAULT_BACKGROUND_MODELS, else the first portrait model that can remove a background, else any such model."""
+    return segcore.zoo.default_background_model(weights_dir=WEIGHTS_DIR, runs_dir=RUNS_DIR)
+
+
+def default_explore_model() -> str | None:
+    """The Explore tab's starting model: the background-removal default, else the first installed model."""
+    return default_background_model() or (model_names() or [None])[0]
 
 
 def find_model(name: str | None) -> CatalogEntry:
@@ -131,21 +137,60 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)
 
 
+def upload_name(source, default: str = "upload") -> str:
+    """The file name an upload is known by (a path's name; a file object's .name, as Streamlit's uploads and open
+    files have), reduced to characters safe in a file name; `default` for bytes, arrays and nameless objects."""
+    name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
+    name = Path(str(name)).name if isinstance(name, (str, os.PathLike)) else ""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or default
+
+
+def _is_upload(source) -> bool:
+    """Bytes or a binary file-like object (what web front-ends hand over instead of a path)."""
+    return isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None))
+
+
+@contextlib.contextmanager
+def _as_file(source, what: str):
+    """Uploaded bytes or a file-like object as a file named like the upload in a private temporary folder, so
+    segcore.image reads it as it reads any file (EXIF, 16-bit, CMYK, damaged files); messages name the upload,
+    not the folder."""
+    name = upload_name(source)
+    data = source.getvalue() if callable(getattr(source, "getvalue", None)) else (
+        source.read() if callable(getattr(source, "read", None)) else bytes(source))
+    if isinstance(data, str):
+        raise ImageError(f"{name}: the {what} was opened as text; open it in binary mode ('rb')")
+    folder = Path(tempfile.mkdtemp(prefix="segcore-upload-"))
+    try:
+        path = folder / name
+        path.write_bytes(bytes(data))
+        try:
+            yield path
+        except ImageError as error:
+            raise ImageError(str(error).replace(f"{folder}{os.sep}", "")) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def load_image(source, max_side: int = APP_MAX_SIDE, what: str = "image") -> LoadedImage:
-    """A file path, numpy array or PIL image -> RGB uint8, EXIF-rotated, downscaled to max_side when larger."""
+    """A file path, uploaded bytes, a binary file-like object, a numpy array or a PIL image -> RGB uint8,
+    EXIF-rotated, downscaled to max_side when larger."""
     if source is None or (isinstance(source, str) and not source.strip()):
         raise ImageError(f"no {what} given; upload one (PNG, JPEG, BMP, TIFF or WebP)")
+    if _is_upload(source):
+        with _as_file(source, what) as path:
+            return load_image(path, max_side, what)
+    notes = []
     if isinstance(source, (str, os.PathLike)):
-        array = read_image(source)
+        # decoded reduced (never a full-size copy of a huge upload); the note tells the original size
+        width, height = image_size(source)
+        array = read_image(source, max_side=max_side)
     else:
         array = to_rgb_uint8(source)
-    notes = []
-    height, width = array.shape[:2]
+        height, width = array.shape[:2]
+    array = fit_longer_side(array, max_side)
     if max(height, width) > max_side:
-        scale = max_side / max(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
-        notes.append(f"the {what} was {width}x{height} and was downscaled to {size[0]}x{size[1]} "
+        notes.append(f"the {what} was {width}x{height} and was downscaled to {array.shape[1]}x{array.shape[0]} "
                      f"(the app's limit is {max_side} px on the longer side)")
     return LoadedImage(np.ascontiguousarray(array), notes)
 
@@ -154,6 +199,26 @@ def save_png(array: np.ndarray, folder: Path | None = None, stem: str = "result"
     """Write an RGB or RGBA array as a PNG for download (atomic), in a fresh temporary folder by default."""
     folder = Path(folder or tempfile.mkdtemp(prefix="segcore-app-"))
     return write_image_atomic(Image.fromarray(array), folder / f"{stem}.png")
+
+
+def download_file(array: np.ndarray, source, kind: str) -> Path:
+    """A result as NAME-KIND.png, NAME from the upload (astronaut.jpg -> astronaut-cutout.png), written atomically
+    into a folder of its own per request, so people downloading the same name at once never get each other's."""
+    stem = Path(upload_name(source, default="image")).stem or "image"
+    return save_png(array, stem=f"{stem}-{kind}")
+
+
+def on_checkerboard(image: np.ndarray, square: int | None = None) -> np.ndarray:
+    """An RGBA picture over a light grey checkerboard (how image editors draw transparency), as RGB; RGB
+    pictures come back unchanged. `square`: the checks' side, about 1/32 of the shorter side by default."""
+    if image.ndim != 3 or image.shape[2] != 4:
+        return image
+    height, width = image.shape[:2]
+    square = square or max(4, round(min(height, width) / 32))
+    checks = (np.arange(height)[:, None] // square + np.arange(width)[None, :] // square) % 2
+    board = np.where(checks == 0, 255.0, 204.0).astype(np.float32)[..., None]
+    alpha = image[..., 3:4].astype(np.float32) / 255.0
+    return np.rint(image[..., :3] * alpha + board * (1.0 - alpha)).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------ background removal
@@ -165,10 +230,18 @@ class BackgroundResult:
     latency_ms: float  # model time
     total_ms: float  # everything: model, refinement, compositing
     notes: list[str] = field(default_factory=list)
+    original: np.ndarray | None = None  # the photo as processed (RGB, downscaled like the result)
 
     def summary(self) -> str:
         text = f"{self.model}: model {self.latency_ms:.0f} ms, total {self.total_ms:.0f} ms"
         return "; ".join([text, *self.notes])
+
+    def before_after(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(photo, result) for a before/after slider, both opaque: a cutout is drawn on a checkerboard, because
+        a slider stacks the two pictures and the photo would show through a transparent result."""
+        if self.original is None:
+            return None
+        return self.original, on_checkerboard(self.image)
 
 
 BACKGROUND_MODES = compose.BACKGROUND_MODES
@@ -193,20 +266,61 @@ def remove_background(image, *, model: str | None = None, mode: str = "cutout", 
     replacement = None
     if mode == "replace" and background_image is not None:
         replacement = load_image(background_image, what="background image").array
-    prediction = get_segmenter(model).predict(picture)
-    if crf:
-        probabilities = segcore.refine.dense_crf(picture, prediction.probabilities, max_pixels=CRF_MAX_PIXELS)
-        alpha = compose.foreground_alpha(probabilities)
-    else:
-        alpha = prediction.alpha  # the foreground probability, without a full softmax
-    if refine_edges:
-        alpha = compose.refine_alpha(picture, alpha)
-    if smoother is not None:
-        alpha = smoother.update(alpha)
-    result = compose.apply_background(picture, alpha, mode, blur_strength=blur_strength,
-                                      background=replacement if replacement is not None else background_color)
+    # segcore's path from photo to result, shared with `python -m segcore cutout`; the app keeps the photo's own
+    # colours (no foreground colour estimation) for now
+    result, alpha, prediction = compose.predict_and_remove_background(
+        get_segmenter(model), picture, mode, refine=refine_edges, crf=crf, crf_max_pixels=CRF_MAX_PIXELS,
+        blur_strength=blur_strength, background=replacement if replacement is not None else background_color,
+        foreground_colours=False, smoother=smoother)
     total = (time.perf_counter() - started) * 1000.0
-    return BackgroundResult(result, alpha, model, prediction.latency_ms, total, loaded.notes)
+    return BackgroundResult(result, alpha, model, prediction.latency_ms, total, loaded.notes, original=picture)
+
+
+@dataclass
+class WebcamFrame:
+    image: np.ndarray | None  # the result (RGBA cutout, RGB blur/replace); None when the frame was refused
+    alpha: np.ndarray | None  # the smoothed (H, W) float32 matte used
+    message: str  # the latency line, or what went wrong and how to fix it
+    total_ms: float = 0.0
+
+
+class WebcamSession:
+    """One webcam stream (one browser tab): its own TemporalSmoother, so people streaming at once never blend
+    each other's mattes, and the latency of its recent frames. The history starts over when the model or mode
+    changes (a different matte is not flicker)."""
+
+    LATENCY_WINDOW = 20  # frames the shown average covers
+
+    def __init__(self) -> None:
+        self.smoother = compose.TemporalSmoother()
+        self._settings: tuple | None = None
+        self._recent_ms: list[float] = []
+        self.frames = 0
+
+    def process(self, frame, *, model: str | None = None, mode: str = "cutout", blur_strength: float = 50.0,
+                background_color: str = "#ffffff", refine_edges: bool = True) -> WebcamFrame:
+        """Remove the background of one frame, smoothed with the stream's earlier frames. Problems the person can
+        fix (a model that cannot remove backgrounds ...) come back as the frame's message, so the stream goes on."""
+        if frame is None:
+            return WebcamFrame(None, None, "waiting for the webcam")
+        settings = (model, mode, bool(refine_edges))
+        if settings != self._settings:
+            self.smoother.reset()
+            self._settings = settings
+        try:
+            result = remove_background(frame, model=model, mode=mode, blur_strength=blur_strength,
+                                       background_color=background_color, refine_edges=refine_edges,
+                                       smoother=self.smoother)
+        except SegcoreError as error:
+            self.smoother.reset()
+            return WebcamFrame(None, None, str(error))
+        self.frames += 1
+        self._recent_ms = [*self._recent_ms, result.total_ms][-self.LATENCY_WINDOW:]
+        average = sum(self._recent_ms) / len(self._recent_ms)
+        message = (f"{result.total_ms:.0f} ms this frame (model {result.latency_ms:.0f} ms); "
+                   f"{average:.0f} ms on average over the last {len(self._recent_ms)}, about "
+                   f"{1000.0 / max(average, 1e-3):.1f} frames/s")
+        return WebcamFrame(result.image, result.alpha, message, result.total_ms)
 
 
 # ------------------------------------------------------------------------------------------------- explore
@@ -228,24 +342,62 @@ class SegmentResult:
     crf_overlay: np.ndarray | None = None
     crf_ms: float | None = None
     notes: list[str] = field(default_factory=list)
+    # what each picture shows, in words (the UIs caption the pictures with them)
+    mask_caption: str = ""
+    overlay_caption: str = ""
+    confidence_caption: str = ""
+    class_map_caption: str = ""
+
+    def _saliency_bands(self) -> list[tuple[str, str, np.ndarray]]:
+        """(name, JET colour, pixels) per band of saliency relative to its peak, hottest first: a heat scale."""
+        saliency = self.probabilities[0]
+        relative = saliency / max(float(saliency.max()), 1e-12)
+        edges = np.linspace(0.0, 1.0, SALIENCY_BANDS + 1)
+        bands = []
+        for low, high in reversed(list(itertools.pairwise(edges))):
+            inside = (relative >= low) & ((relative < high) if high < 1.0 else (relative <= high))
+            colour = visualize.apply_colormap(np.array([[(low + high) / 2]]), "jet")[0, 0]
+            bands.append((f"saliency {low:.0%}-{high:.0%} of peak", visualize.hex_color(colour), inside))
+        return bands
 
     def legend(self) -> list[tuple[str, str, float]]:
-        """(class name, hex colour, fraction of pixels) for every class present, largest first."""
+        """(class name, hex colour, fraction of pixels) for every class present, largest first; for a saliency
+        model the bands of its heat scale instead, hottest first, each with its share of the pixels."""
+        if self.task == "saliency":
+            return [(name, colour, float(inside.mean())) for name, colour, inside in self._saliency_bands()]
         counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names)) / self.labels.size
         rows = [(name, visualize.hex_color(self.class_colors[index]), float(counts[index]))
                 for index, name in enumerate(self.class_names) if counts[index] > 0]
         return sorted(rows, key=lambda row: -row[2])
 
     def annotations(self) -> list[tuple[np.ndarray, str]]:
-        """(binary mask, class name) per class present, for gr.AnnotatedImage-style displays."""
+        """(binary mask, class name) per class present, for gr.AnnotatedImage-style displays; for a saliency
+        model the bands of its heat scale above the coldest (which would cover most photos in blue)."""
+        if self.task == "saliency":
+            return [(inside.astype(np.float32), name) for name, _, inside in self._saliency_bands()[:-1]
+                    if inside.any()]
         return [((self.labels == index).astype(np.float32), name) for index, name in enumerate(self.class_names)
                 if (self.labels == index).any()]
+
+    def color_map(self) -> dict[str, str]:
+        """Name -> hex colour of everything legend() lists (classes, or saliency bands)."""
+        return {name: colour for name, colour, _ in self.legend()}
+
+    def crf_before_after(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mask before, mask after) the CRF for a slider; None when the CRF did not run or changed no pixel
+        (two identical pictures would say nothing; summary() says why there is none)."""
+        if self.crf_overlay is None or np.array_equal(self.crf_labels, self.labels):
+            return None
+        return self.overlay, self.crf_overlay
 
     def summary(self) -> str:
         lines = [f"{self.model} ({self.task}): {self.latency_ms:.0f} ms"]
         if self.crf_ms is not None:
             changed = float((self.crf_labels != self.labels).mean()) * 100.0
-            lines.append(f"CRF: {self.crf_ms:.0f} ms, {changed:.1f}% of pixels changed class")
+            lines.append(f"CRF: {self.crf_ms:.0f} ms, {changed:.1f}% of pixels changed class" +
+                         ("" if changed else " (no before/after to show)"))
+        elif self.task != "saliency":
+            lines.append("dense CRF off (tick it for a before/after slider)")
         confidence = segcore.Prediction(self.labels, self.probabilities, self.latency_ms).confidence
         lines.append(f"mean confidence {float(confidence.mean()):.3f}")
         return "; ".join(lines + self.notes)
@@ -266,9 +418,15 @@ def segment(image, model: str, *, crf: bool = False, class_name: str | None = No
             model=model, task="saliency", image=picture, labels=prediction.labels, probabilities=probabilities,
             class_names=names, class_colors=colors, overlay=visualize.saliency_overlay(picture, saliency),
             confidence_map=visualize.heatmap(prediction.confidence, "viridis", 0.5, 1.0, "confidence"),
-            class_map=visualize.heatmap(saliency / max(float(saliency.max()), 1e-12), "jet", 0.0, 1.0, "relative"),
+            class_map=visualize.heatmap(saliency / max(float(saliency.max()), 1e-12), "jet", 0.0, 1.0,
+                                        "relative saliency"),
             class_shown="saliency", latency_ms=prediction.latency_ms,
             notes=loaded.notes + (["CRF refinement applies to class masks, not saliency maps"] if crf else []),
+            mask_caption=f"{model}: saliency in {SALIENCY_BANDS} bands of its heat scale (legend: hottest first)",
+            overlay_caption=f"{model}: where people look, over the photo (JET heat scale, red = most looked at, "
+                            "relative to the map's peak)",
+            confidence_caption=f"{model}: confidence (saliency's distance from 0.5)",
+            class_map_caption=f"{model}: saliency relative to its peak (JET heat scale)",
         )
     if class_name is None or class_name not in names:
         counts = np.bincount(prediction.labels.ravel(), minlength=len(names))
@@ -284,6 +442,10 @@ def segment(image, model: str, *, crf: bool = False, class_name: str | None = No
         confidence_map=visualize.heatmap(prediction.confidence, "viridis", 1.0 / len(names), 1.0, "confidence"),
         class_map=visualize.heatmap(probabilities[class_index], "viridis", 0.0, 1.0, f"p({names[class_index]})"),
         class_shown=names[class_index], latency_ms=prediction.latency_ms, notes=loaded.notes,
+        mask_caption=f"{model}: {entry.task} mask, {len(names)} classes (legend: the classes present)",
+        overlay_caption=_overlay_caption(model, entry.task, names, prediction.labels, skip),
+        confidence_caption=f"{model}: confidence (probability of the predicted class)",
+        class_map_caption=f"{model}: probability of '{names[class_index]}' at each pixel",
     )
     if crf:
         started = time.perf_counter()
@@ -294,12 +456,51 @@ def segment(image, model: str, *, crf: bool = False, class_name: str | None = No
     return result
 
 
+def _overlay_caption(model: str, task: str, names: list[str], labels: np.ndarray, skip: int | None) -> str:
+    """'portrait-sinet: portrait mask over the photo: person' (the classes present, largest first, at most four)."""
+    counts = np.bincount(labels.ravel(), minlength=len(names))
+    present = [names[index] for index in np.argsort(-counts) if counts[index] > 0 and index != skip]
+    shown = ", ".join(present[:4]) + (f" and {len(present) - 4} more" if len(present) > 4 else "")
+    return f"{model}: {task} mask over the photo: {shown or 'no class but ' + (names[skip] if skip is not None else '?')}"
+
+
 def example_images() -> list[Path]:
     """Bundled example photos (assets/examples, each with its licence in the folder's README)."""
     if not EXAMPLES_DIR.is_dir():
         return []
     return sorted(path for path in EXAMPLES_DIR.iterdir()
                   if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp") and not path.name.startswith("."))
+
+
+def background_examples() -> list[Path]:
+    """The bundled photos of people (PEOPLE_EXAMPLES): what the background-removal examples offer."""
+    return [path for path in example_images() if path.name in PEOPLE_EXAMPLES]
+
+
+def class_colors() -> dict[str, str]:
+    """Class name -> hex colour over all installed models (the first model naming a class sets its colour)."""
+    colors: dict[str, str] = {}
+    for entry in list_models():
+        config = segcore.checkpoint.read_config(entry.path / "config.json")
+        for name, color in zip(config.get("class_names", []), config.get("class_colors", [])):
+            colors.setdefault(name, visualize.hex_color(color))
+    return colors
+
+
+def class_choices(model: str | None) -> list[str]:
+    """The classes of `model` (the Explore tab's heatmap picker); [] for a name that is not installed."""
+    try:
+        return list(find_model(model).class_names)
+    except SegcoreError:
+        return []
+
+
+def model_summaries() -> list[dict]:
+    """Every model the app can run as plain data: name, task, architecture, classes, source (shipped or
+    fine-tuned), whether it removes backgrounds (the /list_models API)."""
+    return [{"name": entry.name, "task": entry.task, "architecture": entry.architecture,
+             "classes": list(entry.class_names), "source": entry.source,
+             "removes_background": entry.removes_background} for entry in list_models()]
 
 
 # ------------------------------------------------------------------------------------------------- compare
@@ -328,52 +529,72 @@ class CompareResult:
                  shown(row.metrics.get("pixel_acc"))] for row in self.rows]
 
 
-def read_ground_truth(source, shape: tuple[int, int], class_names: list[str], class_colors: list[list[int]]) -> np.ndarray:
-    """A ground-truth mask file -> (H, W) class indices. Accepts index masks (grey or palette PNG), 0/255 binary
-    masks, and colour masks painted in the models' class colours. A mask of another size with the image's aspect
-    ratio is resized (nearest neighbour)."""
+def void_labels(config: dict) -> set[int]:
+    """Ground-truth values a model's config declares as "no label": its ignore_index, and CamVid's "Unlabelled"
+    11 for models trained on CamVid's SegNet layout (which segcore.data.CamVidDataset reads as ignore)."""
+    from segcore.data.datasets import CAMVID_CLASSES
+
+    void = {int(config["ignore_index"])} if config.get("ignore_index") is not None else set()
+    recipe = ((config.get("meta") or {}).get("training") or {}).get("recipe") or {}
+    if recipe.get("dataset") == "camvid" and (recipe.get("dataset_kwargs") or {}).get("layout", "segnet") == "segnet":
+        void.add(len(CAMVID_CLASSES))
+    return void
+
+
+def read_ground_truth(source, shape: tuple[int, int], class_names: list[str], class_colors: list[list[int]],
+                      void: set[int] | frozenset = frozenset({255})) -> np.ndarray:
+    """A ground-truth mask file -> (H, W) class indices, read as the datasets read masks (segcore.data.datasets:
+    read_mask, decode_binary_mask, colors_to_indices). Accepts index masks (grey or palette PNG), 0/255 binary
+    masks of two-class models, and colour masks painted in the models' class colours. Values in `void` (the
+    models' declared void labels) become 255 and are left out of the scores. A mask of another size with the
+    image's aspect ratio is resized (nearest neighbour)."""
+    from segcore.data.datasets import IGNORE_INDEX, colors_to_indices, decode_binary_mask, read_mask
+
+    if source is None or (isinstance(source, str) and not source.strip()):
+        raise ImageError("no ground-truth mask given; upload a PNG of class indices")
+    name = Path(source).name
     try:
-        with Image.open(source) as opened:
-            opened.load()
-            mode = opened.mode
-            mask = np.asarray(opened.convert("RGB") if mode not in ("L", "P", "1", "I;16", "I") else opened)
-    except FileNotFoundError:
-        raise ImageError(f"{source}: no such file; upload the mask again") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{source}: the ground-truth mask is not a readable image ({error}); upload a PNG of "
-                         "class indices") from None
+        mask = read_mask(source)
+    except ImageError as error:  # its message starts with the server path of the upload; people know the name
+        raise ImageError(f"the ground-truth mask {name}: {str(error).split(': ', 1)[-1]}") from None
     if mask.ndim == 3:
-        palette = np.asarray(class_colors, dtype=np.int64)
-        codes = mask.astype(np.int64) @ np.array([65536, 256, 1])
-        lookup = {int(code): index for index, code in enumerate(palette @ np.array([65536, 256, 1]))}
-        unknown = sorted(set(np.unique(codes).tolist()) - set(lookup))
-        if unknown:
-            colour = f"#{unknown[0]:06x}"
+        labels = colors_to_indices(mask, class_colors, ignore_index=-1)
+        if (labels == -1).any():
+            pixel = mask[labels == -1][0]
+            colour = visualize.hex_color([int(channel) for channel in pixel])
             raise SegcoreError(f"the ground-truth mask has colour {colour}, which is no class colour of the chosen "
                                f"models ({', '.join(visualize.hex_color(c) for c in class_colors)}); upload a mask of "
                                "class indices (greyscale PNG) instead")
-        labels = np.vectorize(lookup.get, otypes=[np.int64])(codes)
+    elif len(class_names) == 2 and set(np.unique(mask).tolist()) <= {0, 255}:
+        labels = decode_binary_mask(mask)
     else:
         labels = mask.astype(np.int64)
-        if mask.dtype == bool:
-            labels = mask.astype(np.int64)
-        elif set(np.unique(labels).tolist()) <= {0, 255} and len(class_names) == 2:
-            labels = (labels > 0).astype(np.int64)
+    labels = np.where(np.isin(labels, sorted(void)), IGNORE_INDEX, labels)
+    scored = labels[labels != IGNORE_INDEX]
+    if scored.size and (scored.max() >= len(class_names) or scored.min() < 0):
+        bad = int(scored.max()) if scored.max() >= len(class_names) else int(scored.min())
+        ignored = ", ".join(map(str, sorted(void | {IGNORE_INDEX})))
+        raise SegcoreError(f"the ground-truth mask holds class index {bad} but the models know "
+                           f"{len(class_names)} classes ({', '.join(class_names)}); use indices "
+                           f"0..{len(class_names) - 1} ({ignored} = no label)")
     if labels.shape != shape:
         height, width = shape
         if abs(labels.shape[1] / labels.shape[0] - width / height) > 0.02:
             raise SegcoreError(f"the ground-truth mask is {labels.shape[1]}x{labels.shape[0]} but the image is "
                                f"{width}x{height}; upload the mask made for this image")
         labels = cv2.resize(labels.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(np.int64)
-    if labels.max() >= len(class_names) and labels.max() != 255:
-        raise SegcoreError(f"the ground-truth mask holds class index {int(labels.max())} but the models know "
-                           f"{len(class_names)} classes ({', '.join(class_names)}); use indices 0..{len(class_names) - 1} "
-                           "(255 = ignore)")
     return labels
 
 
+def _is_binary_foreground_model(class_names) -> bool:
+    """Two classes, class 0 background: whatever the other is called, it is the foreground."""
+    return len(class_names) == 2 and class_names[0] == "background"
+
+
 def compare(image, models: list[str], ground_truth=None) -> CompareResult:
-    """Run 2-4 models on one image: overlays, latencies, and with a ground-truth mask IoU/mIoU per model."""
+    """Run 2-4 models on one image: overlays, latencies, and with a ground-truth mask IoU/mIoU per model.
+    Models with the same classes compare class by class; two-class models whose class 0 is background compare
+    (and are scored) as foreground vs background whatever they call the foreground."""
     models = [name for name in (models or []) if name]
     if not 2 <= len(models) <= 4:
         raise SegcoreError(f"choose 2 to 4 models to compare (got {len(models)})")
@@ -392,10 +613,16 @@ def compare(image, models: list[str], ground_truth=None) -> CompareResult:
             shown = visualize.overlay(picture, prediction.labels, segmenter.class_colors, 0.55, skip_index=skip)
         rows.append(CompareRow(name, prediction.latency_ms, prediction.labels, shown))
     first = get_segmenter(models[0])
-    same_classes = all(get_segmenter(name).class_names == first.class_names for name in models)
-    if not same_classes:
+    class_lists = [list(get_segmenter(name).class_names) for name in models]
+    same_classes = all(names == class_lists[0] for names in class_lists)
+    binary = not same_classes and all(_is_binary_foreground_model(names) for names in class_lists)
+    if binary:
+        foregrounds = ", ".join(dict.fromkeys(names[1] for names in class_lists))
+        notes.append(f"the models name their foreground differently ({foregrounds}): they are compared as "
+                     "foreground vs background")
+    elif not same_classes:
         notes.append("the models predict different classes: disagreement compares foreground (class != 0) only")
-    label_maps = [row.labels if same_classes else (row.labels != 0).astype(np.int64) for row in rows]
+    label_maps = [row.labels if same_classes or binary else (row.labels != 0).astype(np.int64) for row in rows]
     disagreeing = np.zeros(picture.shape[:2], dtype=np.float32)
     pairs = 0
     for first_index in range(len(label_maps)):
@@ -404,20 +631,41 @@ def compare(image, models: list[str], ground_truth=None) -> CompareResult:
             pairs += 1
     disagreement = visualize.heatmap(disagreeing / pairs, "inferno", 0.0, 1.0, "disagree")
     if ground_truth is not None:
-        if not same_classes:
-            raise SegcoreError("a ground truth can score only models with the same classes; choose models trained "
-                               "for the same task")
-        truth = read_ground_truth(ground_truth, picture.shape[:2], first.class_names, first.class_colors)
+        if not (same_classes or binary):
+            raise SegcoreError("a ground truth can score only models with the same classes, or two-class models "
+                               "whose class 0 is background; choose models trained for the same task")
+        class_names = list(first.class_names) if same_classes else ["background", "foreground"]
+        void = set().union(*(void_labels(find_model(name).config) for name in models))
+        truth = read_ground_truth(ground_truth, picture.shape[:2], class_names, first.class_colors, void)
+        if (truth == 255).any():
+            notes.append(f"{(truth == 255).mean():.1%} of the ground truth's pixels carry no label "
+                         f"({', '.join(map(str, sorted(void)))}) and are left out of the scores")
         for row in rows:
-            scores = ConfusionMatrix(len(first.class_names), ignore_index=255).update(row.labels, truth).compute()
+            scores = ConfusionMatrix(len(class_names), ignore_index=255).update(row.labels, truth).compute()
             row.metrics = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"],
-                           "iou": scores["iou"][1] if len(first.class_names) == 2 else None}
+                           "iou": scores["iou"][1] if len(class_names) == 2 else None}
     return CompareResult(picture, rows, disagreement, notes)
 
 
 # ---------------------------------------------------------------------------------------------- fine-tuning
 _manager_lock = threading.Lock()
 _manager = None
+
+FINETUNE_VAL_FRACTION = 0.1  # held out for validation when an upload brings no split.txt
+FINETUNE_SPLIT_SEED = 0
+MIN_FINETUNE_PAIRS = 3  # two to train on (batch normalisation needs two samples), one to validate on
+# (label, smallest, largest, whole number) of each number the Fine-tune tab takes
+FINETUNE_NUMBERS = {"epochs": ("epochs", 1, 1000, True), "lr": ("learning rate", 1e-6, 1.0, False),
+                    "batch_size": ("batch size", 1, 256, True), "input_size": ("input size", 32, 1024, True)}
+
+
+class FinetuneProblems(SegcoreError):
+    """Everything that keeps a fine-tune from starting, found at Start; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("the fine-tune cannot start; fix these and press Start again:\n"
+                         + "\n".join(f"- {problem}" for problem in self.problems))
 
 
 def job_manager():
@@ -431,6 +679,18 @@ def job_manager():
         return _manager
 
 
+def start_job_manager() -> str | None:
+    """Create the job manager now (at app launch), so jobs a stopped app left queued or running resume at once
+    rather than when someone opens the Fine-tune tab. Returns why it could not (another app holds the jobs
+    folder: this one still serves inference), else None."""
+    try:
+        job_manager()
+    except SegcoreError as error:
+        log.warning("fine-tuning jobs are not run by this app: %s", error)
+        return str(error)
+    return None
+
+
 def reset_job_manager() -> None:
     """Stop the current manager (tests, or a new RUNS_DIR); the next call makes a fresh one."""
     global _manager
@@ -440,21 +700,20 @@ def reset_job_manager() -> None:
         _manager = None
 
 
-def prepare_dataset(upload=None, sample: str | None = None) -> tuple[Path, str]:
-    """Unpack and validate an uploaded dataset zip, or generate a bundled sample. Returns (folder, report text).
-    A dataset with errors raises SegcoreError listing the problems by file."""
+def _without_folder(text: str, folder: Path) -> str:
+    """Messages name files inside a dataset as they are named in the upload, never by their server path."""
+    return text.replace(f"{folder}{os.sep}", "").replace(str(folder), "the dataset")
+
+
+def _unpack_or_generate(upload, sample: str | None) -> tuple[Path, bool]:
+    """(dataset folder, whether it is a fresh upload folder of this request's own)."""
     from segcore.data.ingest import unpack_upload
     from segcore.data.synthetic import write_shapes_dataset
-    from segcore.data.validate import validate
 
     stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 1000:03d}{threading.get_ident() % 1000:03d}"
     if upload is not None:
-        target = RUNS_DIR / "app-data" / f"upload-{stamp}"
-        folder, report = unpack_upload(upload, target)
-        if not report.ok:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise SegcoreError("the dataset has problems; fix them and upload again:\n" + report.summary())
-        return folder, report.summary()
+        folder, _report = unpack_upload(upload, RUNS_DIR / "app-data" / f"upload-{stamp}")
+        return folder, True
     if sample:
         kind = SAMPLE_DATASETS.get(sample, sample)
         if kind != "shapes":
@@ -468,40 +727,180 @@ def prepare_dataset(upload=None, sample: str | None = None) -> tuple[Path, str]:
                 os.replace(workspace, folder)
             else:
                 shutil.rmtree(workspace, ignore_errors=True)
-        return folder, validate(folder).summary()
+        return folder, False
     raise SegcoreError("no dataset: upload a zip (images/ + masks/) or choose the bundled sample")
+
+
+def _report_text(report, folder: Path) -> str:
+    """The validation report without its server path: counts, mask format, classes, then each problem."""
+    layout = {"folders": "images/ + masks/", "flat": "name.jpg + name_mask.png"}.get(report.layout, "no layout")
+    lines = [f"{len(report.pairs)} image/mask pairs ({layout})"]
+    if report.mask_format:
+        classes = f"; classes: {', '.join(report.class_names)}" if report.class_names else ""
+        lines.append(f"masks: {report.mask_format}{classes}")
+    lines.append(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    lines += [_without_folder(str(problem), folder) for problem in report.errors + report.warnings]
+    return "\n".join(lines)
+
+
+def _check_dataset(folder: Path, start: dict | None) -> tuple[object, list[str], list[str]]:
+    """(validation report, problems, notes) of a dataset folder for a fine-tune; `start` is the starting model's
+    config (its classes decide what the masks may hold), None for a fresh model."""
+    from segcore.data.datasets import read_split_file
+    from segcore.data.validate import validate
+
+    classes = None
+    if start is not None:
+        classes = {"names": list(start["class_names"]), "colors": start.get("class_colors")}
+        if start.get("ignore_index") is not None:
+            classes["ignore_index"] = int(start["ignore_index"])
+    report = validate(folder, classes=classes, classes_label="the starting model")
+    problems = [_without_folder(f"{problem.file}: {problem.message}; fix: {problem.fix}", folder)
+                for problem in report.errors]
+    notes = []
+    names = set(report.pairs)
+    if report.pairs and len(report.pairs) < MIN_FINETUNE_PAIRS:
+        problems.append(f"only {len(report.pairs)} image/mask pair(s); a fine-tune needs at least "
+                        f"{MIN_FINETUNE_PAIRS} (two to train on, one to validate on): add more pairs")
+    if start is not None:
+        count = len(start["class_names"])
+        if (folder / "classes.json").is_file():
+            from segcore.data.datasets import _load_classes_file
+
+            try:
+                own = _load_classes_file(folder / "classes.json")["names"]
+            except SegcoreError:
+                own = None  # already reported by validate
+            if own is not None and len(own) != count:
+                problems.append(f"classes.json names {len(own)} classes ({', '.join(own)}) but the starting model "
+                                f"has {count} ({', '.join(start['class_names'])}); remove classes.json, make it "
+                                "match the model, or start from scratch")
+            elif own is not None and own != list(start["class_names"]):
+                notes.append(f"the starting model's class names are kept ({', '.join(start['class_names'])}); "
+                             f"classes.json's ({', '.join(own)}) are not used")
+        if count > 2 and report.mask_values and set(report.mask_values) <= {0, 255}:
+            problems.append(f"the masks hold only 0 and 255 (a foreground/background mask) but the starting model "
+                            f"has {count} classes (255 = ignore); save masks as class indices 0..{count - 1}, or "
+                            "start from a two-class model")
+    split_file = folder / "split.txt"
+    if split_file.is_file() and names:
+        try:
+            membership = read_split_file(split_file)
+        except (SegcoreError, UnicodeDecodeError):
+            membership = None  # already reported by validate
+        if membership is not None:
+            for split in ("train", "val"):
+                if not any(member == split and name in names for name, member in membership.items()):
+                    problems.append(f"split.txt: no image/mask pair is in the {split!r} split; add lines "
+                                    f"'name {split}', or remove split.txt (then {FINETUNE_VAL_FRACTION * 100:g} % "
+                                    "of the pairs are held out for validation)")
+    return report, problems, notes
+
+
+def _number_problems(values: dict) -> tuple[dict, list[str]]:
+    """The Fine-tune tab's numbers, checked: (the usable ones, a problem per bad one)."""
+    checked, problems = {}, []
+    for key, value in values.items():
+        label, low, high, whole = FINETUNE_NUMBERS[key]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            problems.append(f"{label} must be a number, not {value!r}")
+            continue
+        shown = f"{number:g}"
+        if not np.isfinite(number):
+            problems.append(f"{label} must be a finite number, not {shown}")
+        elif not low <= number <= high:
+            problems.append(f"{label} must be between {low:g} and {high:g}, not {shown}")
+        elif whole and number != int(number):
+            problems.append(f"{label} must be a whole number, not {shown}")
+        else:
+            checked[key] = int(number) if whole else number
+    return checked, problems
+
+
+def _starting_point(base: str) -> tuple[str, str, dict | None]:
+    """("scratch" or "from", architecture or model name, the saved model's config or None)."""
+    if not base or ":" not in base:
+        raise SegcoreError(f"unknown starting point {base!r}; choose one of {', '.join(finetune_base_choices())}")
+    kind, name = (part.strip() for part in base.split(":", 1))
+    if kind == "scratch":
+        offered = segcore.registry.architectures_with("light_fine_tune")
+        if name not in offered:
+            raise SegcoreError(f"unknown architecture {name!r} for a fresh fine-tune; choose one of "
+                               f"{', '.join(offered)}")
+        return kind, name, None
+    if kind == "from":
+        entry = find_model(name)
+        if entry.task == "saliency":
+            raise SegcoreError(f"{name} is a saliency model; the Fine-tune tab trains on class masks: start from a "
+                               "segmentation model or from scratch")
+        return kind, name, segcore.checkpoint.read_config(entry.path / "config.json")
+    raise SegcoreError(f"unknown starting point {base!r}; choose one of {', '.join(finetune_base_choices())}")
+
+
+@dataclass
+class _Prepared:
+    path: Path
+    report: object
+
+
+def prepare_dataset(upload=None, sample: str | None = None, base: str | None = None) -> tuple[Path, str]:
+    """Unpack and validate an uploaded dataset zip, or generate a bundled sample, for a fine-tune from `base`
+    (its classes decide what the masks may hold; None: a fresh model). An upload without split.txt gets one: a
+    seeded FINETUNE_VAL_FRACTION of the pairs (at least one) for validation. Returns (folder, report text);
+    raises FinetuneProblems listing every problem (a refused upload leaves nothing on disk)."""
+    start = _starting_point(base)[2] if base else None
+    prepared, notes = _prepare_checked(upload, sample, start, [])
+    return prepared.path, "\n".join([_report_text(prepared.report, prepared.path), *notes])
+
+
+def _prepare_checked(upload, sample, start: dict | None, problems: list[str]) -> tuple[_Prepared, list[str]]:
+    """Unpack (or generate) and check the dataset; `problems` found earlier (settings) are listed with its own."""
+    from segcore.data.ingest import hold_out_split
+
+    try:
+        path, uploaded = _unpack_or_generate(upload, sample)
+    except SegcoreError as error:
+        raise FinetuneProblems([*problems, str(error)]) from None
+    report, found, notes = _check_dataset(path, start)
+    problems = [*problems, *found]
+    if not problems and not (path / "split.txt").is_file():
+        held_out = hold_out_split(path, FINETUNE_VAL_FRACTION, FINETUNE_SPLIT_SEED)
+        notes.insert(0, f"no split.txt: {FINETUNE_VAL_FRACTION * 100:g} % of the pairs ({held_out}) held out for "
+                        f"validation, seed {FINETUNE_SPLIT_SEED}")
+    if problems:
+        if uploaded:
+            shutil.rmtree(path, ignore_errors=True)
+        raise FinetuneProblems(problems)
+    return _Prepared(path, report), notes
 
 
 def finetune_base_choices() -> list[str]:
     """What a fine-tune can start from: a fresh architecture, or a trained model's weights."""
     # Fresh starts: the architectures that declare a light fine-tune (small enough to train in minutes on a CPU).
     fresh = [f"scratch: {name}" for name in segcore.registry.architectures_with("light_fine_tune")]
-    return fresh + [f"from: {name}" for name in model_names()]
+    return fresh + [f"from: {entry.name}" for entry in list_models() if entry.task != "saliency"]
 
 
 def finetune_config(dataset: Path, base: str, *, epochs: int, lr: float, batch_size: int, input_size: int,
                     freeze_encoder: bool) -> dict:
-    """The TrainConfig (as a dict) for a fine-tune from the UI's choices."""
-    if not base or ":" not in base:
-        raise SegcoreError(f"unknown starting point {base!r}; choose one of {', '.join(finetune_base_choices())}")
-    kind, name = (part.strip() for part in base.split(":", 1))
+    """The TrainConfig (as a dict) for a fine-tune from the UI's choices. A saved starting model keeps its
+    classes (names, colours, ignore index); a fresh one takes the data's."""
+    kind, name, saved = _starting_point(base)
     config: dict = {"data": str(dataset), "dataset": "folder", "epochs": int(epochs), "lr": float(lr),
                     "batch_size": int(batch_size), "input_size": [int(input_size), int(input_size)],
                     "augmentation": "scene", "device": "auto", "workers": 0, "val_every": 1,
-                    "dataset_kwargs": {"val_fraction": 0.2}}
+                    "train_split": "train", "val_split": "val", "seed": FINETUNE_SPLIT_SEED}
     if kind == "scratch":
-        offered = segcore.registry.architectures_with("light_fine_tune")
-        if name not in offered:
-            raise SegcoreError(f"unknown architecture {name!r} for a fresh fine-tune; choose one of "
-                               f"{', '.join(offered)}")
         config.update(model=name, model_kwargs=dict(segcore.registry.capabilities(name).light_fine_tune))
-    elif kind == "from":
-        entry = find_model(name)
-        saved = segcore.checkpoint.read_config(entry.path / "config.json")
-        config.update(model=saved["architecture"], model_kwargs=saved.get("model_kwargs", {}), init_from=str(entry.path),
-                      normalization=_normalization_name(saved.get("normalization")))
     else:
-        raise SegcoreError(f"unknown starting point {base!r}; choose one of {', '.join(finetune_base_choices())}")
+        classes = {"names": list(saved["class_names"]), "colors": saved.get("class_colors")}
+        if saved.get("ignore_index") is not None:
+            classes["ignore_index"] = int(saved["ignore_index"])
+        config.update(model=saved["architecture"], model_kwargs=saved.get("model_kwargs", {}),
+                      init_from=str(find_model(name).path),
+                      normalization=_normalization_name(saved.get("normalization")), dataset_kwargs={"classes": classes})
     if freeze_encoder:
         if not segcore.registry.capabilities(config["model"]).freezable_encoder:
             able = ", ".join(segcore.registry.architectures_with("freezable_encoder"))
@@ -521,21 +920,32 @@ def _normalization_name(normalization) -> str:
     return "imagenet"
 
 
-def finetune_start(*, upload=None, sample: str | None = None, base: str = "scratch: unet", epochs: int = 5,
-                   lr: float = 1e-3, batch_size: int = 8, input_size: int = 128, freeze_encoder: bool = False,
-                   name: str | None = None) -> dict:
-    """Validate the data, queue a fine-tune job and return its status."""
-    if not 1 <= int(epochs) <= 1000:
-        raise SegcoreError(f"epochs must be between 1 and 1000, not {epochs}")
-    if not 32 <= int(input_size) <= 1024:
-        raise SegcoreError(f"input size must be between 32 and 1024 pixels, not {input_size}")
-    dataset, report = prepare_dataset(upload, sample)
-    config = finetune_config(dataset, base, epochs=epochs, lr=lr, batch_size=batch_size, input_size=input_size,
-                             freeze_encoder=freeze_encoder)
+def finetune_start(*, upload=None, sample: str | None = None, base: str = "scratch: unet", epochs=5, lr=1e-3,
+                   batch_size=8, input_size=128, freeze_encoder: bool = False, name: str | None = None) -> dict:
+    """Check everything the job could fail on, then queue it and return its status. Raises FinetuneProblems with
+    every problem found (settings, starting point, dataset), one per line, before anything is queued."""
+    numbers, problems = _number_problems({"epochs": epochs, "lr": lr, "batch_size": batch_size,
+                                          "input_size": input_size})
+    start = None
+    try:
+        _, _, start = _starting_point(base)
+    except SegcoreError as error:
+        problems.append(str(error))
+    else:
+        architecture = start["architecture"] if start else base.split(":", 1)[1].strip()
+        if freeze_encoder and not segcore.registry.capabilities(architecture).freezable_encoder:
+            able = ", ".join(segcore.registry.architectures_with("freezable_encoder"))
+            problems.append(f"freezing the encoder needs a model with a freezable encoder ({able}), not "
+                            f"{architecture}; untick 'freeze encoder'")
+    prepared, notes = _prepare_checked(upload, sample, start, problems)
+    dataset = prepared.path
+    config = finetune_config(dataset, base, freeze_encoder=freeze_encoder, **numbers)
+    start_model = base.split(":", 1)[1].strip() if start is not None else None
     manager = job_manager()
-    job_id = manager.submit(config, name=name or f"{config['model']}-{dataset.name}")
+    job_id = manager.submit(config, name=name or f"{config['model']}-{dataset.name}", notes=notes,
+                            start_model=start_model)
     status = manager.status(job_id)
-    status["dataset_report"] = report
+    status["dataset_report"] = "\n".join([_report_text(prepared.report, dataset), *notes])
     return status
 
 
@@ -546,6 +956,19 @@ def finetune_status(job_id: str | None = None) -> dict:
         jobs = manager.jobs()
         return jobs[0] if jobs else {}
     return manager.status(job_id)
+
+
+def finetune_jobs() -> list[dict]:
+    """Every job on disk, newest first: what the Fine-tune tab's job picker and table show."""
+    rows = []
+    for status in job_manager().jobs():
+        start = status.get("start_metric") or {}
+        rows.append({"id": status["id"], "name": status["name"], "state": status["state"],
+                     "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(status["created"])),
+                     "epoch": status.get("epoch"), "epochs": status.get("epochs"),
+                     "metric": status.get("metric"), "best": status.get("best_value"),
+                     "start": start.get("value"), "worse_than_start": bool(status.get("worse_than_start"))})
+    return rows
 
 
 def finetune_cancel(job_id: str | None = None) -> dict:

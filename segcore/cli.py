@@ -1,4 +1,4 @@
-"""Command line: `python -m segcore {list,train,eval,predict,bench,export,ship}`.
+"""Command line: `python -m segcore {list,train,eval,predict,cutout,bench,export,ship}`.
 
 Every `--model` takes an installed model's name (segcore.zoo: shipped under assets/weights, fine-tuned in the app),
 a saved model folder or a Hugging Face Hub repo id. Folders the package writes or reads for the docs (assets/,
@@ -193,6 +193,151 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+# Formats that keep a cutout's matte as its alpha channel (JPEG and BMP would drop it).
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+JPEG_QUALITY = 95
+
+
+def _cutout_inputs(sources: list[str]) -> list[Path]:
+    """The image files among `sources` (files as given; folders: their images, not recursing, hidden files and
+    other files skipped, with a line saying how many were found)."""
+    from segcore.data.datasets import IMAGE_EXTENSIONS
+    from segcore.errors import ImageError
+
+    files = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            entries = sorted(path for path in source.iterdir() if path.is_file() and not path.name.startswith("."))
+            images = [path for path in entries if path.suffix.lower() in IMAGE_EXTENSIONS]
+            if not images:
+                raise ImageError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder; give a folder "
+                                 "of photos or the image files themselves")
+            skipped = len(entries) - len(images)
+            print(f"{source}: {len(images)} image(s) found" + (f", {skipped} other file(s) skipped" if skipped else ""),
+                  file=sys.stderr)
+            files += images
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise ImageError(f"{source}: no such file or folder; check the path")
+    return files
+
+
+def _cutout_targets(args, inputs: list[Path]) -> list[Path]:
+    """Where each input's result goes: --out itself for one image file and an image name, else
+    --out/STEM-MODE.png. Clashing or input-overwriting names are refused before any work."""
+    from segcore.data.datasets import IMAGE_EXTENSIONS
+
+    out = Path(args.out)
+    names_a_file = out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir()
+    if names_a_file:
+        if len(args.inputs) != 1 or Path(args.inputs[0]).is_dir():
+            raise SegcoreError(f"--out {out} names one image file but {len(inputs)} image(s) were given (or a "
+                               "folder); give --out a folder name for several images")
+        if args.mode == "cutout" and out.suffix.lower() not in ALPHA_SUFFIXES:
+            raise SegcoreError(f"--out {out}: {out.suffix} has no transparency for the cutout's matte; write it as "
+                               ".png (or .webp, .tif), or use --mode replace or blur for a JPEG")
+        targets = [out]
+    else:
+        if out.exists() and not out.is_dir():
+            raise SegcoreError(f"--out {out} is a file, not a folder; give a folder for the results (or an image "
+                               "name ending in .png for one input)")
+        targets = [out / f"{path.stem}-{args.mode}.png" for path in inputs]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(inputs, targets):
+        if target.resolve() == source.resolve():
+            raise SegcoreError(f"--out {target} would overwrite the input image; choose another output name")
+        if target in seen:
+            raise SegcoreError(f"{seen[target]} and {source} would both be written to {target}; rename one of "
+                               "them or run them separately")
+        seen[target] = source
+    return targets
+
+
+def _cutout_background(args):
+    """--background as a colour (r, g, b) or an RGB image (read now, so a bad one stops us before the model)."""
+    from segcore.compose import parse_colour
+    from segcore.image import read_image
+
+    if args.background is None:
+        return (255, 255, 255)
+    if args.mode != "replace":
+        raise SegcoreError(f"--background is for --mode replace, not {args.mode}; add --mode replace or leave "
+                           "--background out")
+    try:
+        return parse_colour(args.background, names=True)
+    except SegcoreError:
+        if not Path(args.background).is_file():
+            raise SegcoreError(f"--background {args.background!r}: neither a colour (#rrggbb, r,g,b or a CSS name "
+                               "such as white) nor an image file; fix the colour or the path") from None
+    return read_image(args.background)
+
+
+def _cutout_segmenter(args):
+    """The model (named through segcore.zoo, default the app's background model), checked before it loads."""
+    from segcore import zoo
+    from segcore.inference import Segmenter
+
+    name = args.model or zoo.default_background_model()
+    if name is None:
+        raise SegcoreError(f"no model that removes backgrounds is installed in {zoo.default_weights_dir()}; pass "
+                           "--model FOLDER_OR_NAME, or run from the repository root (assets/weights)")
+    entry = zoo.describe(name)
+    if entry is not None and not entry.removes_background:
+        able = ", ".join(saved.name for saved in zoo.saved_models(background_removal=True)) or "none installed"
+        raise SegcoreError(f"{name} cannot remove backgrounds (a {entry.task} model whose first class is not "
+                           f"'background'); choose one of {able}")
+    segmenter = Segmenter.from_pretrained(name, device=args.device)
+    if entry is None and (segmenter.num_classes < 2 or segmenter.class_names[0] != "background"):  # a Hub model
+        raise SegcoreError(f"{name} cannot remove backgrounds (its first class is not 'background'); choose a "
+                           "portrait or person model")
+    return name, segmenter
+
+
+def _cmd_cutout(args) -> int:
+    from tqdm import tqdm
+
+    from segcore import compose
+    from segcore.image import read_image, write_image_atomic
+
+    if args.mode not in compose.BACKGROUND_MODES:
+        raise SegcoreError(f"unknown --mode {args.mode!r}; use one of {', '.join(compose.BACKGROUND_MODES)}")
+    if not 0 <= args.blur_strength <= 100:
+        raise SegcoreError(f"--blur-strength must be in 0..100, not {args.blur_strength:g}")
+    background = _cutout_background(args)
+    inputs = _cutout_inputs(args.inputs)
+    targets = _cutout_targets(args, inputs)
+    first = read_image(inputs[0]) if len(inputs) == 1 else None  # one image: a bad file stops us before the model
+    name, segmenter = _cutout_segmenter(args)
+    failures = 0
+    progress = tqdm(list(zip(inputs, targets)), desc=args.mode, unit="image", disable=len(inputs) == 1,
+                    file=sys.stderr, dynamic_ncols=True)
+    for source, target in progress:
+        try:
+            image = first if first is not None else read_image(source)
+            result, _, prediction = compose.predict_and_remove_background(
+                segmenter, image, args.mode, refine=args.refine, blur_strength=args.blur_strength,
+                background=background, foreground_colours=True)
+        except SegcoreError as error:  # this image only: the others are still processed
+            if len(inputs) == 1:
+                raise
+            failures += 1
+            message = str(error) if str(source) in str(error) else f"{source}: {error}"
+            tqdm.write(f"skipped: {message}", file=sys.stderr)
+            continue
+        options = {"quality": JPEG_QUALITY} if target.suffix.lower() in (".jpg", ".jpeg") else {}
+        write_image_atomic(Image.fromarray(result), target, **options)  # temporary file beside it, then renamed
+        if len(inputs) == 1:
+            print(f"{target}: {image.shape[1]}x{image.shape[0]} {args.mode} with {name} "
+                  f"(model {prediction.latency_ms:.0f} ms)")
+    if len(inputs) > 1:
+        print(f"{args.out}: {len(inputs) - failures} of {len(inputs)} image(s) written ({args.mode}, model {name})")
+    if failures:
+        print(f"error: {failures} of {len(inputs)} image(s) failed (listed above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_export(args) -> int:
     from segcore.export import export_model
 
@@ -352,11 +497,38 @@ def _cmd_bench(args) -> int:
         return 0
     if args.what in ("predict", "webcam"):
         return _bench_predict(args)
+    if args.what == "matte":
+        return _bench_matte(args)
     names = args.models or ["sinet", "enet", "bisenet", "unet"]
     size = tuple(args.size) if args.size else None
     results = [bench.model_benchmark(name, size=size, batch=args.batch, repeats=args.repeats, device=args.device,
                                      threads=args.threads) for name in names]
     print(bench.model_table(results, peer=args.peer))
+    return 0
+
+
+def _bench_matte(args) -> int:
+    from segcore import bench
+    from segcore.inference import Segmenter, set_num_threads
+
+    if not args.model:
+        raise SegcoreError("bench matte needs --model NAME_OR_DIR (one or more)")
+    if args.images and not args.masks:
+        raise SegcoreError("bench matte scores mattes against masks: give --masks DIR with --images DIR "
+                           "(or --data ROOT --split S)")
+    if args.threads:
+        set_num_threads(args.threads)
+    samples = bench.bench_images(args.images, args.masks, args.data, args.split, args.limit)
+    results = []
+    for model in args.model:
+        segmenter = Segmenter.from_pretrained(model, device=args.device or "cpu", runtime=args.runtime[0])
+        name = Path(model).name if Path(model).exists() else model
+        results += bench.matte_benchmark(segmenter, samples, name=name)
+    print(f"{len(samples)} images; stray soft: share of pixels with 0.05 < alpha < 0.95 farther than 5 px from the "
+          "true boundary; SAD in thousands; boundary F of alpha > 0.5; ms per image of the matte step")
+    print(bench.matte_table(results))
+    if args.record:
+        write_json_atomic(Path(args.record), results)
     return 0
 
 
@@ -436,6 +608,30 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.set_defaults(handler=_cmd_predict)
 
+    cutout = commands.add_parser(
+        "cutout", help="remove the background of photos: transparent cutout, blurred or replaced background",
+        description="Remove the background of photos as the app does (compose.predict_and_remove_background: the "
+        "model's person probability, sharpened, edges refined with the guided filter, foreground colours "
+        "estimated), at the photos' full size.",
+        epilog="Results: one input file and --out ending in .png/.jpg/.webp/.tif writes that file (cutout: an "
+        "RGBA PNG, WebP or TIFF; blur/replace may be JPEG, quality 95); otherwise --out is a folder (created) "
+        "holding STEM-cutout.png (RGBA, the matte as alpha), STEM-blur.png or STEM-replace.png (RGB) per image. "
+        "Folders are read one level deep; hidden and non-image files are skipped. An image that cannot be read "
+        "is reported and the others are still written (exit code 1). Example: python -m segcore cutout photos/ "
+        "--out cutouts/ --mode replace --background '#00b140'")
+    cutout.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
+    cutout.add_argument("--out", required=True, help="output image file (one input) or folder")
+    cutout.add_argument("--mode", default="cutout", help="cutout (transparent background, default), blur or replace")
+    cutout.add_argument("--background", help="replace: a colour (#rrggbb, r,g,b or a CSS name such as white; "
+                        "default white) or an image file, scaled to cover each photo and centre-cropped")
+    cutout.add_argument("--blur-strength", type=float, default=50.0, help="blur: 0..100 (default 50)")
+    cutout.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
+                        help="snap the matte's edges to the photo with the guided filter (default: on)")
+    cutout.add_argument("--model", help=f"{MODEL_HELP} (default: the app's background-removal model, "
+                        f"the first installed of {', '.join(zoo.DEFAULT_BACKGROUND_MODELS)})")
+    cutout.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    cutout.set_defaults(handler=_cmd_cutout)
+
     export = commands.add_parser("export", help="export a saved model to ONNX (.onnx) or a torch.export program (.pt2)")
     export.add_argument("--model", required=True, help=MODEL_HELP)
     export.add_argument("--out", required=True, help="output file: .onnx or .pt2")
@@ -494,22 +690,27 @@ def build_parser() -> argparse.ArgumentParser:
     ship.set_defaults(handler=_cmd_ship)
 
     bench = commands.add_parser("bench", help="benchmark models (latency, FLOPs, memory) or the dense CRF vs pydensecrf2")
-    bench.add_argument("what", choices=["models", "crf", "predict", "webcam"], nargs="?", default="models",
+    bench.add_argument("what", choices=["models", "crf", "predict", "webcam", "matte"], nargs="?",
+                       default="models",
                        help="models: network forward passes; crf: dense CRF vs pydensecrf2; predict: Segmenter end "
-                       "to end on real images; webcam: 640x480 frames through model, refinement and compositing")
+                       "to end on real images; webcam: 640x480 frames through model, refinement and compositing; "
+                       "matte: how clean the background-removal matte is (raw, sharpened, refined) against masks")
     bench.add_argument("--models", nargs="+", help="registered model names (default: sinet enet bisenet unet)")
     bench.add_argument("--peer", help="models: the model latency ratios refer to (default: the first); predict: "
                        "a peer segmenter on the same images (mediapipe)")
-    bench.add_argument("--model", nargs="+", help="predict, webcam: saved models (installed name, folder or Hub id)")
-    bench.add_argument("--images", help="predict: folder of photos")
-    bench.add_argument("--masks", help="predict: folder of masks (same file stems) for fg IoU")
-    bench.add_argument("--data", help="predict: dataset root (instead of --images)")
-    bench.add_argument("--split", help="predict: split of --data (e.g. test)")
-    bench.add_argument("--limit", type=int, help="predict: at most this many images")
+    bench.add_argument("--model", nargs="+",
+                       help="predict, webcam, matte: saved models (installed name, folder or Hub id)")
+    bench.add_argument("--images", help="predict, webcam, matte: folder of photos")
+    bench.add_argument("--masks", help="predict: folder of masks (same file stems) for fg IoU; matte: required "
+                       "(or --data)")
+    bench.add_argument("--data", help="predict, webcam, matte: dataset root (instead of --images)")
+    bench.add_argument("--split", help="predict, webcam, matte: split of --data (e.g. test)")
+    bench.add_argument("--limit", type=int, help="predict, webcam, matte: at most this many images")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1], help="predict: callers at once (e.g. 1 2 4)")
     bench.add_argument("--runtime", nargs="+", default=["torch"], help="predict: torch and/or onnxruntime")
     bench.add_argument("--passes", type=int, default=1, help="predict: passes over the images per caller")
-    bench.add_argument("--record", help="predict, webcam: write the results to this JSON file")
+    bench.add_argument("--record", "--json", dest="record", metavar="FILE",
+                       help="predict, webcam, matte: write the results to this JSON file")
     bench.add_argument("--mode", default="blur", choices=["cutout", "blur", "replace"], help="webcam: compositing")
     bench.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="input size (default: each model's)")
     bench.add_argument("--batch", type=int, default=1)

@@ -51,26 +51,69 @@ def apply_colormap(values: np.ndarray, colormap: str = "viridis", low: float = 0
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+# Colour-bar text: about this fraction of the picture's height, at least _MIN_TEXT_PX where the picture is tall
+# enough (pages scale pictures to fit, so text sized to the picture stays readable at any resolution), at most
+# _MAX_TEXT_PX; pictures too short for text this size get a bar without labels.
+_TEXT_FRACTION, _MIN_TEXT_PX, _MAX_TEXT_PX, _NO_TEXT_BELOW_PX = 0.05, 12, 44, 7
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_FONT_PX_AT_SCALE_1 = cv2.getTextSize("0", _FONT, 1.0, 1)[0][1]  # the height of a digit at font scale 1
+
+
+def _text_px(height: int) -> int:
+    wanted = min(_MAX_TEXT_PX, max(_MIN_TEXT_PX, round(_TEXT_FRACTION * height)))
+    return min(wanted, height // 5)  # three labels and the gaps between them must fit beside the bar
+
+
+def _vertical_text(text: str, text_px: int, length: int, thickness: int) -> np.ndarray:
+    """`text` written bottom-to-top, black on white, `text_px` high and at most `length` long (shrunk, then cut)."""
+    scale = text_px / _FONT_PX_AT_SCALE_1
+    width = cv2.getTextSize(text, _FONT, scale, thickness)[0][0]
+    if width > length:
+        scale = max(scale * 0.75, scale * length / width)
+        while text and cv2.getTextSize(text, _FONT, scale, thickness)[0][0] > length:
+            text = text[:-1]
+    strip = np.full((text_px + thickness + 3, max(length, 1), 3), 255, dtype=np.uint8)
+    cv2.putText(strip, text, (0, text_px + 1), _FONT, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return np.ascontiguousarray(np.rot90(strip))
+
+
 def colorbar(height: int, colormap: str = "viridis", low: float = 0.0, high: float = 1.0, title: str = "",
              width: int | None = None) -> np.ndarray:
-    """A vertical colour bar (high at the top) with tick labels at low, middle and high, on white."""
-    width = width or max(56, height // 8)
-    bar_width = max(10, width // 4)
-    margin = max(8, height // 40)
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    ramp = np.linspace(1.0, 0.0, max(height - 2 * margin, 2))[:, None].repeat(bar_width, axis=1)
-    canvas[margin: margin + ramp.shape[0], 4: 4 + bar_width] = apply_colormap(ramp, colormap)
-    font_scale = max(0.3, height / 900)
-    thickness = 1 if height < 900 else 2
-    for fraction in (0.0, 0.5, 1.0):
-        y = margin + round((1.0 - fraction) * (ramp.shape[0] - 1))
-        value = low + fraction * (high - low)
-        cv2.line(canvas, (4 + bar_width, y), (8 + bar_width, y), (0, 0, 0), 1)
-        cv2.putText(canvas, f"{value:.2g}", (10 + bar_width, min(height - 2, y + int(10 * font_scale))),
-                    cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
-    if title:
-        cv2.putText(canvas, title[:10], (2, height - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale * 0.8, (0, 0, 0),
-                    thickness, cv2.LINE_AA)
+    """A vertical colour bar (high at the top) labelled at low, middle and high, its title written along its
+    right side, on white; at least `width` wide. Text is sized to the height (_TEXT_FRACTION) so labels neither
+    shrink to nothing on a big photo nor overlap on a small one; a picture shorter than a few text lines gets the
+    bar alone (any height from 1 px works)."""
+    height = int(height)
+    if height < 1:
+        raise SegcoreError(f"a colour bar needs a height of at least 1 px, got {height}")
+    text_px = _text_px(height)
+    with_text = text_px >= _NO_TEXT_BELOW_PX
+    thickness = 1 if text_px < 24 else 2
+    scale = text_px / _FONT_PX_AT_SCALE_1
+    padding = max(2, text_px // 3)
+    bar_width = max(6, text_px)
+    # labels are centred on their ticks, so the bar stops half a label short of the top and bottom edges
+    inset = (text_px // 2 + 1) if with_text else 0
+    bar_height = max(1, height - 2 * inset)
+    labels = [(fraction, f"{low + fraction * (high - low):.2g}") for fraction in (0.0, 0.5, 1.0)]
+    label_width = max(cv2.getTextSize(text, _FONT, scale, thickness)[0][0] for _, text in labels) if with_text else 0
+    title_strip = _vertical_text(title, text_px, height - 2 * padding, thickness) if with_text and title else None
+    needed = padding + bar_width + (padding + label_width if with_text else 0) + padding
+    if title_strip is not None:
+        needed += title_strip.shape[1] + padding
+    canvas = np.full((height, max(needed, width or 0), 3), 255, dtype=np.uint8)
+    ramp = np.linspace(1.0, 0.0, bar_height)[:, None].repeat(bar_width, axis=1)
+    canvas[inset: inset + bar_height, padding: padding + bar_width] = apply_colormap(ramp, colormap)
+    if with_text:
+        left = padding + bar_width
+        for fraction, text in labels:
+            y = inset + round((1.0 - fraction) * (bar_height - 1))
+            cv2.line(canvas, (left, y), (left + padding // 2, y), (0, 0, 0), 1)
+            cv2.putText(canvas, text, (left + padding, y + text_px // 2), _FONT, scale, (0, 0, 0), thickness,
+                        cv2.LINE_AA)
+        if title_strip is not None:
+            column = left + padding + label_width + padding
+            canvas[padding: padding + title_strip.shape[0], column: column + title_strip.shape[1]] = title_strip
     return canvas
 
 

@@ -23,7 +23,10 @@ RUNS_ENV = "SEGCORE_RUNS_DIR"
 APP_JOBS_FOLDER = "app-jobs"
 JOB_FILE = "job.json"
 FINE_TUNED_PREFIX = "fine-tuned/"
-SOURCES = ("shipped", "fine-tuned")
+SOURCES = ("shipped", "fine-tuned", "folder")
+# Background removal (app, webcam, `segcore cutout`) defaults to the first of these that is installed: person-fast
+# is trained for people in any photo, portrait-sinet (the SINet paper's reproduction) for centred portraits only.
+DEFAULT_BACKGROUND_MODELS = ("person-fast", "portrait-sinet")
 
 
 class ModelNotFoundError(CheckpointError):
@@ -47,7 +50,7 @@ class SavedModel:
     architecture: str
     task: str
     class_names: tuple[str, ...]
-    source: str = "shipped"  # one of SOURCES
+    source: str = "shipped"  # one of SOURCES ("folder": a model folder given by its path)
     config: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -170,3 +173,31 @@ def resolve(name_or_path: str | os.PathLike, *, weights_dir: str | os.PathLike |
         f"{text}: no such file or folder, installed model or Hugging Face Hub repo id; installed models: {known} "
         f"({_where(weights_dir, runs_dir)}); pass a model folder, one of those names, or a repo id like 'owner/name'"
     )
+
+
+def describe(name_or_path: str | os.PathLike, *, weights_dir: str | os.PathLike | None = None,
+             runs_dir: str | os.PathLike | None = None) -> SavedModel | None:
+    """The catalogue entry of what `resolve` opens, read from its config.json without loading weights (so callers
+    can check what a model can do first); None for a Hugging Face Hub repo id, whose config is not downloaded yet."""
+    target = resolve(name_or_path, weights_dir=weights_dir, runs_dir=runs_dir)
+    if not isinstance(target, Path):
+        return None
+    entry = _lookup(str(name_or_path), weights_dir, runs_dir)
+    if entry is not None and entry.path == target:
+        return entry
+    if not _is_model_folder(target):
+        return None  # a legacy weights file or a broken folder: load_pretrained says what is wrong with it
+    return _saved_model(str(name_or_path), target, "folder")
+
+
+def default_background_model(*, weights_dir: str | os.PathLike | None = None,
+                             runs_dir: str | os.PathLike | None = None) -> str | None:
+    """The model background removal uses when none is chosen: the first installed of DEFAULT_BACKGROUND_MODELS,
+    else the first portrait model that removes backgrounds, else any such model; None when none is installed."""
+    entries = saved_models(background_removal=True, weights_dir=weights_dir, runs_dir=runs_dir)
+    names = [entry.name for entry in entries]
+    for name in DEFAULT_BACKGROUND_MODELS:
+        if name in names:
+            return name
+    portrait = [entry.name for entry in entries if entry.task == "portrait"]
+    return (portrait or names or [None])[0]

@@ -16,9 +16,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from segcore.data.datasets import IMAGE_EXTENSIONS, JUNK_NAMES
+import numpy as np
+
+from segcore.data.datasets import IMAGE_EXTENSIONS, JUNK_NAMES, find_pairs
 from segcore.data.validate import ValidationReport, validate
-from segcore.errors import SegcoreError
+from segcore.errors import DatasetError, SegcoreError
+from segcore.fileio import write_text_atomic
 
 CHUNK_BYTES = 1 << 20
 DATASET_SIDE_FILES = ("classes.json", "split.txt")
@@ -148,13 +151,14 @@ def unpack_upload(zip_path: str | os.PathLike, dest: str | os.PathLike,
     limits = limits or UploadLimits()
     zip_path, dest = Path(zip_path), Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise UploadError(f"{dest}: already exists and is not empty; choose a new folder for the dataset")
+        raise UploadError(f"{dest.name}: already exists and is not empty; choose a new folder for the dataset")
     try:
         archive = zipfile.ZipFile(zip_path)
     except FileNotFoundError:
-        raise UploadError(f"{zip_path}: no such file; check the path") from None
+        raise UploadError(f"{zip_path.name}: no such file; upload it again") from None
     except (zipfile.BadZipFile, OSError) as error:
-        raise UploadError(f"{zip_path}: not a readable zip archive ({error}); upload a .zip file") from None
+        raise UploadError(f"{zip_path.name}: not a readable zip archive ({_without_folder(error, zip_path)}); "
+                          "upload a .zip file") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpacking-", dir=dest.parent))
     try:
@@ -163,8 +167,9 @@ def unpack_upload(zip_path: str | os.PathLike, dest: str | os.PathLike,
             try:
                 _extract(archive, files, workspace / "extracted", limits)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as error:
-                raise UploadError(f"{zip_path}: the archive is damaged or uses an unsupported feature ({error}); "
-                                  "re-create it with a standard zip tool") from None
+                raise UploadError(f"{zip_path.name}: the archive is damaged or uses an unsupported feature "
+                                  f"({_without_folder(error, workspace / 'extracted')}); re-create it with a "
+                                  "standard zip tool") from None
         root = _find_dataset_root(workspace / "extracted")
         if not ((root / "images").is_dir() and (root / "masks").is_dir()):
             _flat_to_folders(root)
@@ -175,3 +180,29 @@ def unpack_upload(zip_path: str | os.PathLike, dest: str | os.PathLike,
         shutil.rmtree(workspace, ignore_errors=True)
     return dest, validate(dest)
 
+
+
+def _without_folder(error: Exception, folder: Path) -> str:
+    """An OS error's text with the server-side folder left out (people know the files by their names in the zip)."""
+    return str(error).replace(f"{folder}{os.sep}", "").replace(str(folder), "the archive")
+
+
+def hold_out_split(root: str | os.PathLike, fraction: float = 0.1, seed: int = 0, images: str = "images",
+                   masks: str = "masks") -> int:
+    """Write root/split.txt for a dataset that has none: a seeded random `fraction` of the image/mask pairs (at
+    least one) becomes "val", the rest "train". Returns how many pairs were held out. The file is written
+    atomically; an existing split.txt is never replaced."""
+    root = Path(root)
+    if (root / "split.txt").exists():
+        raise DatasetError("split.txt already exists; the dataset's own split is used as it is")
+    names = [name for name, _, _ in find_pairs(root, images, masks).pairs]
+    if len(names) < 2:
+        raise DatasetError(f"{len(names)} image/mask pair(s): at least 2 are needed to hold one out for validation; "
+                           "add more pairs")
+    held_out = min(len(names) - 1, max(1, round(len(names) * fraction)))
+    order = np.random.default_rng(seed).permutation(len(names))
+    validation = {names[index] for index in order[:held_out]}
+    lines = [f"{name} {'val' if name in validation else 'train'}" for name in names]
+    write_text_atomic(root / "split.txt", "# written by segcore: no split.txt came with the upload\n"
+                      + "\n".join(lines) + "\n")
+    return held_out

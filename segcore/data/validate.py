@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segcore.data.datasets import (
-    IGNORE_INDEX, DatasetError, _load_classes_file, colors_to_indices, find_pairs, is_binary_encoded, read_mask,
-    read_split_file,
+    IGNORE_INDEX, DatasetError, _load_classes_file, colors_to_indices, find_pairs, is_binary_encoded, parse_classes,
+    read_mask, read_split_file,
 )
 from segcore.errors import ImageError
 
@@ -253,8 +253,11 @@ def _compare_sizes(image_name: str, mask_name: str, image: _FileInfo, mask: _Fil
 
 
 def validate(root: str | os.PathLike, images: str = "images", masks: str = "masks",
-             workers: int | None = None) -> ValidationReport:
-    """Check a dataset folder (images/ + masks/, or name.jpg + name_mask.png) and report every problem."""
+             workers: int | None = None, classes=None, classes_label: str = "the classes given") -> ValidationReport:
+    """Check a dataset folder (images/ + masks/, or name.jpg + name_mask.png) and report every problem.
+
+    `classes` (names, or a classes.json-style dict) replaces root/classes.json, e.g. a model's own classes when
+    the data fine-tunes it; mask values are then checked against those, and messages call them `classes_label`."""
     root = Path(root)
     report = ValidationReport(root=root, image_folder=images, mask_folder=masks)
     try:
@@ -300,7 +303,10 @@ def validate(root: str | os.PathLike, images: str = "images", masks: str = "mask
 
     class_info = None
     classes_file = root / "classes.json"
-    if classes_file.is_file():
+    if classes is not None:
+        class_info = parse_classes(classes if isinstance(classes, dict) else list(classes), classes_label)
+        report.class_names = class_info["names"]
+    elif classes_file.is_file():
         try:
             class_info = _load_classes_file(classes_file)
             report.class_names = class_info["names"]
@@ -326,12 +332,14 @@ def validate(root: str | os.PathLike, images: str = "images", masks: str = "mask
         elif mask.colors is not None:
             colour.append((mask_path, mask))
 
-    _check_values(report, greyscale, colour, class_info, ignore_index, relative)
+    _check_values(report, greyscale, colour, class_info, ignore_index, relative,
+                  "classes.json" if classes is None else classes_label)
     _check_split(report, root, relative)
     return report
 
 
-def _check_values(report, greyscale, colour, class_info, ignore_index, relative) -> None:
+def _check_values(report, greyscale, colour, class_info, ignore_index, relative,
+                  classes_label: str = "classes.json") -> None:
     colors = class_info.get("colors") if class_info else None
     if colour:
         report.mask_format = "color"
@@ -374,9 +382,10 @@ def _check_values(report, greyscale, colour, class_info, ignore_index, relative)
         if bad.size:
             report.problems.append(Problem(
                 "error", "unexpected_values", relative(path),
-                f"class indices {_short(bad.tolist())} but classes.json names {number_of_classes} classes "
+                f"class indices {_short(bad.tolist())} but {classes_label} has {number_of_classes} classes "
                 f"(0..{number_of_classes - 1}, {ignore_index} = ignore)",
-                "fix the mask's values, or add the missing classes to classes.json"))
+                "fix the mask's values" + (", or add the missing classes to classes.json"
+                                           if classes_label == "classes.json" else "")))
 
 
 def _short(values: list[int]) -> str:

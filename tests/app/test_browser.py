@@ -44,10 +44,17 @@ def upload(page, input_id: str, path) -> None:
     expect(page.locator(f"#{input_id} img")).to_be_visible()
 
 
+def inside_viewport(locator, width: int, height: int) -> bool:
+    box = locator.bounding_box()
+    return box is not None and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= width and (
+        box["y"] + box["height"] <= height)
+
+
 def test_background_removal_in_the_browser(page, tmp_path):
     image, _ = scene(160, 200, seed=21)
     photo = tmp_path / "photo.png"
     Image.fromarray(image).save(photo)
+    page.set_viewport_size({"width": 1366, "height": 900})  # a common laptop screen
     page.get_by_role("tab", name="Background removal").click()
     upload(page, "bg-input", photo)
     page.locator("#bg-run").click()
@@ -56,7 +63,24 @@ def test_background_removal_in_the_browser(page, tmp_path):
     expect(page.locator("#bg-info")).to_contain_text("squares-a: model")
     source = result.get_attribute("src")
     assert source and ("png" in source or source.startswith("data:image"))
+    # photo, button and result side by side on one screen, without scrolling
+    assert page.evaluate("window.scrollY") == 0
+    for shown in (page.locator("#bg-input img"), page.locator("#bg-run"), result):
+        assert inside_viewport(shown, 1366, 900), shown.bounding_box()
+    input_box, result_box = page.locator("#bg-input img").bounding_box(), result.bounding_box()
+    assert result_box["x"] > input_box["x"] + input_box["width"] - 1  # beside the photo, not below it
+    # transparency is drawn on a checkerboard, not on white
+    assert "conic-gradient" in result.evaluate("element => getComputedStyle(element).backgroundImage")
+    # the before/after slider appears, and the download is named after the upload
+    expect(page.locator("#bg-slider")).to_be_visible()
+    expect(page.locator("#bg-slider img").first).to_be_visible()
+    link = page.locator("#bg-download a").first
+    expect(link).to_be_visible()
+    assert link.get_attribute("href").endswith("/photo-cutout.png")
+    assert link.get_attribute("download") in (None, "", "photo-cutout.png")
+    page.screenshot(path=str(tmp_path / "tab-background-removal-1366x900.png"))
     page.screenshot(path=str(tmp_path / "tab-background-removal.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("not a picture at all")
@@ -77,6 +101,10 @@ def test_explore_and_compare_tabs(page, tmp_path):
     upload(page, "ex-input", photo)
     page.locator("#ex-run").click()
     expect(page.get_by_text("mean confidence")).to_be_visible()
+    # each picture is captioned with what it shows; without the CRF there is no slider of two equal pictures
+    expect(page.get_by_text("squares-a: semantic mask over the photo: square")).to_be_visible()
+    expect(page.locator("#ex-slider")).to_be_hidden()
+    expect(page.get_by_text("dense CRF off")).to_be_visible()
     page.screenshot(path=str(tmp_path / "tab-explore.png"), full_page=True)
 
     page.get_by_role("tab", name="Compare").click()
@@ -101,3 +129,21 @@ def test_start_and_cancel_a_fine_tune(page, tmp_path):
     page.screenshot(path=str(tmp_path / "tab-fine-tune-cancelled.png"), full_page=True)
     job_id = page.locator("#ft-job textarea, #ft-job input").first.input_value()
     assert job_id and np.char.isnumeric(job_id[:8])
+    expect(page.locator("#ft-problems")).to_contain_text("Dataset checked")
+
+    # after a reload the tab lists the job on disk and shows it (the page starts empty, demo.load fills it)
+    page.reload()
+    page.get_by_role("tab", name="Fine-tune").click()
+    expect(page.locator("#ft-table")).to_contain_text("cancelled", timeout=30_000)
+    expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=30_000)
+    assert page.locator("#ft-job textarea, #ft-job input").first.input_value() == job_id
+
+    # a bad number is listed in the panel, which stays
+    page.locator("#ft-sample input").click()
+    page.get_by_role("option", name="shapes (generated").click()
+    page.locator("#ft-epochs input").fill("0")
+    page.locator("#ft-start").click()
+    problems = page.locator("#ft-problems")
+    expect(problems).to_contain_text("epochs must be between 1 and 1000, not 0", timeout=30_000)
+    page.wait_for_timeout(6_000)  # longer than a toast stays
+    expect(problems).to_contain_text("epochs must be between 1 and 1000, not 0")

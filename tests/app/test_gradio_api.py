@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,11 @@ def remove_background(client, path, mode="cutout", **overrides):
                  "background_color": "#00ff00", "background_image": None, "refine_edges": True, "crf": False}
     arguments.update(overrides)
     return client.predict(*arguments.values(), api_name="/remove_background")
+
+
+def test_the_job_manager_is_made_at_launch(client):
+    # jobs a stopped app left behind resume at once, not when someone opens the Fine-tune tab
+    assert services._manager is not None
 
 
 def test_api_names_are_stable(client):
@@ -81,11 +87,44 @@ def test_segment_explore_outputs(client, tmp_path):
         assert picture.size == (200, 160)
     with Image.open(confidence) as picture:
         assert picture.size[1] == 160 and picture.size[0] > 200  # colour bar appended
-    assert len(slider) == 2
+    if "no before/after to show" in info:  # the CRF changed no pixel: no slider of two identical masks
+        assert slider is None
+    else:
+        assert len(slider) == 2
     assert [row[0] for row in legend["data"]][:2] in (["background", "square"], ["square", "background"])
     assert "CRF" in info
+    without_crf = client.predict(handle_file(str(path)), "squares-a", False, "", api_name="/segment")
+    assert without_crf[4] is None and "dense CRF off" in without_crf[-1]
     saliency = client.predict(handle_file(str(path)), "saliency-tiny", False, "", api_name="/segment")
     assert "saliency" in saliency[-1]
+
+
+def test_every_api_name_needs_only_its_required_input(client, tmp_path):
+    image, mask = scene(160, 200, seed=15)
+    path = tmp_path / "portrait.png"
+    Image.fromarray(image).save(path)
+    cutout, download, info = client.predict(handle_file(str(path)), api_name="/remove_background")
+    with Image.open(cutout) as picture:
+        assert picture.mode == "RGBA"
+        alpha = np.asarray(picture)[..., 3]
+    assert np.logical_and(alpha > 127, mask == 1).sum() / np.logical_or(alpha > 127, mask == 1).sum() > 0.8
+    assert Path(download).name == "portrait-cutout.png" and "squares-a: model" in info  # the default model
+    blurred = client.predict(handle_file(str(path)), mode="blur", api_name="/remove_background")
+    assert Path(blurred[1]).name == "portrait-blur.png"
+    outputs = client.predict(handle_file(str(path)), api_name="/segment")
+    assert "squares-a" in outputs[-1]
+    gallery, *_ = client.predict(handle_file(str(path)), api_name="/compare")
+    assert len(gallery) == 2
+    assert isinstance(client.predict(api_name="/finetune_status"), tuple)
+    with pytest.raises(AppError, match="nothing to cancel"):
+        client.predict(api_name="/finetune_cancel")
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/remove_background", "/segment", "/compare"):
+        required = [item["parameter_name"] for item in parameters[name]["parameters"]
+                    if not item["parameter_has_default"]]
+        assert required == ["image"], (name, required)
+    for name in ("/finetune_start", "/finetune_status", "/finetune_cancel", "/list_models"):
+        assert all(item["parameter_has_default"] for item in parameters[name]["parameters"]), name
 
 
 def test_compare_with_ground_truth(client, tmp_path):
@@ -105,9 +144,9 @@ def test_compare_with_ground_truth(client, tmp_path):
 
 def test_finetune_start_status_cancel(client, tmp_path):
     sample = next(iter(services.SAMPLE_DATASETS))
-    job_id, text = client.predict(None, sample, "scratch: unet", 1, 0.003, 8, 64, False, "api-job",
-                                  api_name="/finetune_start")
-    assert job_id and "api-job" in text
+    job_id, text, checked = client.predict(None, sample, "scratch: unet", 1, 0.003, 8, 64, False, "api-job",
+                                           api_name="/finetune_start")
+    assert job_id and "api-job" in text and "96 image/mask pairs" in checked
     deadline = time.time() + 120
     while True:
         _status_text, losses, _metrics, download, status = client.predict(job_id, api_name="/finetune_status")
@@ -119,8 +158,8 @@ def test_finetune_start_status_cancel(client, tmp_path):
     assert "fine-tuned/api-job" in {row["name"] for row in client.predict(api_name="/list_models")}
     assert len(losses["data"]) >= 1
 
-    second, _ = client.predict(None, sample, "scratch: unet", 50, 0.003, 8, 64, False, "to-cancel",
-                               api_name="/finetune_start")
+    second, _, _ = client.predict(None, sample, "scratch: unet", 50, 0.003, 8, 64, False, "to-cancel",
+                                  api_name="/finetune_start")
     deadline = time.time() + 60
     while services.finetune_status(second)["state"] != "running" and time.time() < deadline:
         time.sleep(0.2)
@@ -175,6 +214,15 @@ def test_a_100_megapixel_image_is_downscaled(client, tmp_path):
     assert "12000x8400 and was downscaled to 2048x1434" in info
 
 
+def refused_start(client, upload, *settings):
+    """The problems panel of a Start that queued nothing (the job id comes back empty)."""
+    job_id, _status, problems = client.predict(handle_file(str(upload)), "", "scratch: unet", *settings, False, "",
+                                               api_name="/finetune_start")
+    assert job_id == "" and problems.startswith("**The fine-tune cannot start")
+    assert "/tmp" not in problems and "gradio" not in problems  # no server paths
+    return [line[2:] for line in problems.splitlines() if line.startswith("- ")]
+
+
 def test_bad_dataset_zips_are_refused_with_the_reason(client, tmp_path):
     no_masks = tmp_path / "no-masks.zip"
     image, _ = scene()
@@ -182,18 +230,16 @@ def test_bad_dataset_zips_are_refused_with_the_reason(client, tmp_path):
     with zipfile.ZipFile(no_masks, "w") as archive:
         archive.write(tmp_path / "a.png", "images/a.png")
         archive.write(tmp_path / "a.png", "images/b.png")
-    with pytest.raises(AppError, match="mask"):
-        client.predict(handle_file(str(no_masks)), "", "scratch: unet", 1, 0.003, 8, 64, False, "",
-                       api_name="/finetune_start")
+    problems = refused_start(client, no_masks, 1, 0.003, 8, 64)
+    assert len(problems) == 1 and "mask" in problems[0]
     escaping = tmp_path / "escaping.zip"
     with zipfile.ZipFile(escaping, "w") as archive:
         archive.writestr("../../outside.png", (tmp_path / "a.png").read_bytes())
-    with pytest.raises(AppError, match=r"\.\."):
-        client.predict(handle_file(str(escaping)), "", "scratch: unet", 1, 0.003, 8, 64, False, "",
-                       api_name="/finetune_start")
+    assert any(".." in problem for problem in refused_start(client, escaping, 1, 0.003, 8, 64))
     text = tmp_path / "not-a-zip.zip"
     text.write_text("hello")
-    with pytest.raises(AppError, match="not a readable zip"):
-        client.predict(handle_file(str(text)), "", "scratch: unet", 1, 0.003, 8, 64, False, "",
-                       api_name="/finetune_start")
+    problems = refused_start(client, text, 0, -1, 0, 64)  # and three bad numbers: one line each
+    assert len(problems) == 4 and "not-a-zip.zip: not a readable zip" in problems[-1]
+    assert problems[:3] == ["epochs must be between 1 and 1000, not 0", "learning rate must be between 1e-06 and 1, "
+                            "not -1", "batch size must be between 1 and 256, not 0"]
     assert client.predict(api_name="/list_models")

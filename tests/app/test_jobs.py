@@ -111,8 +111,10 @@ def test_a_job_that_fails_in_training_reports_the_error(tmp_path):
     with JobManager(tmp_path / "jobs", cpu_threads=1) as manager:
         failed = manager.wait(manager.submit(job_config(empty, epochs=1)), timeout=60)
     assert failed["state"] == "failed"
-    assert failed["error"].startswith(f"the data in {empty} cannot be trained on")
-    assert failed["error"] in Path(failed["log_path"]).read_text()
+    # the error names the dataset's files as the upload does, never by their server path (the log keeps that)
+    assert failed["error"].startswith("the data in the dataset cannot be trained on")
+    assert str(tmp_path) not in failed["error"]
+    assert f"the data in {empty} cannot be trained on" in Path(failed["log_path"]).read_text()
     assert failed["ended"] >= failed["started"] and failed["model_dir"] is None
 
 
@@ -157,6 +159,37 @@ def test_queue_order_and_states_persist_across_managers(shapes_root, tmp_path):
         assert "resumes" in reopened.status(ids[0])["message"]
     finally:
         reopened.shutdown()
+
+
+def test_every_job_on_disk_is_listed_by_a_new_manager_after_a_restart(shapes_root, tmp_path):
+    root = tmp_path / "jobs"
+    manager = JobManager(root, autostart=False)
+    first = manager.submit(job_config(shapes_root, epochs=1), name="first", notes=["held out 3 pairs"],
+                           start_model="squares-a")
+    second = manager.submit(job_config(shapes_root, epochs=1), name="second")
+    manager.cancel(second)
+    manager.shutdown()
+
+    restarted = JobManager(root, autostart=False)  # the app restarted: a new manager on the same folder
+    try:
+        listed = restarted.jobs()
+        assert [(job["id"], job["name"], job["state"]) for job in listed] == [
+            (second, "second", "cancelled"), (first, "first", "queued")]
+        assert listed[1]["notes"] == ["held out 3 pairs"] and listed[1]["start_model"] == "squares-a"
+        assert listed[1]["queue_position"] == 1
+    finally:
+        restarted.shutdown()
+
+
+def test_messages_name_files_inside_the_dataset_and_job_without_server_paths(tmp_path):
+    from app.jobs import without_paths
+
+    record = {"id": "20250101-000000-0000", "data": str(tmp_path / "upload-1"), "init_from": "/srv/weights/sinet",
+              "start_model": "portrait-sinet"}
+    text = (f"{tmp_path / 'upload-1' / 'masks' / 'a.png'}: damaged; init_from /srv/weights/sinet: no tensor; "
+            f"see {tmp_path / 'jobs' / record['id'] / 'log.txt'}")
+    cleaned = without_paths(text, record, tmp_path / "jobs" / record["id"])
+    assert cleaned == "masks/a.png: damaged; init_from portrait-sinet: no tensor; see log.txt"
 
 
 def _run_app_until_killed(root: Path, config: dict, replies) -> None:

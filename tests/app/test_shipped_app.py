@@ -4,6 +4,8 @@ One test per shipped portrait model; the Explore tab shows each shipped saliency
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -11,7 +13,7 @@ from PIL import Image
 
 from app import services
 from segcore.zoo import shipped_models
-from tests.test_shipped_models import assert_covers_the_astronaut
+from tests.test_shipped_models import BACKGROUND_REGIONS, PERSON_REGIONS, assert_covers_the_astronaut
 
 ASTRONAUT = services.EXAMPLES_DIR / "astronaut.jpg"
 SHIPPED = shipped_models(services.ROOT / "assets" / "weights")  # what served_shipped_app serves
@@ -42,3 +44,21 @@ def test_explore_shows_a_shipped_saliency_map(served_shipped_app, tmp_path, name
     with Image.open(overlay) as picture:  # the JET overlay with its colour bar on the right
         assert picture.size[1] == 512 and picture.size[0] > 512
     assert "saliency" in info and name in info
+
+
+# Here rather than in test_gradio_api.py: services are process-wide, so one module serves one weights folder.
+def test_remove_background_of_the_astronaut_with_only_the_photo(served_shipped_app, tmp_path):
+    client = Client(served_shipped_app, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    cutout, download, _info = client.predict(handle_file(str(ASTRONAUT)),
+                                             api_name="/remove_background")
+    with Image.open(cutout) as picture:
+        assert picture.mode == "RGBA" and picture.size == (512, 512)
+        alpha = np.asarray(picture)[..., 3].astype(np.float32) / 255.0
+    left, top, right, bottom = PERSON_REGIONS["suit"]
+    assert alpha[top:bottom, left:right].mean() > 0.98  # opaque on the suit
+    for region in ("wall", "shuttle"):
+        left, top, right, bottom = BACKGROUND_REGIONS[region]
+        assert alpha[top:bottom, left:right].mean() < 0.02, region  # transparent on the background
+    assert Path(download).name == "astronaut-cutout.png"
+    with Image.open(download) as saved:
+        assert np.array_equal(np.asarray(saved)[..., 3].astype(np.float32) / 255.0, alpha)
