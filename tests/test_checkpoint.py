@@ -131,10 +131,12 @@ def test_weights_that_do_not_match_the_architecture(small_model, tmp_path):
     segcore.save_pretrained(small_model, tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     config["num_classes"] = 5
+    config["class_names"] = [f"class_{i}" for i in range(5)]
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"do not match the architecture 'unet' with num_classes=5.*other shapes"):
         segcore.load_pretrained(tmp_path / "m")
     config["num_classes"], config["model_kwargs"] = 3, {"width": 8}
+    config["class_names"] = config["class_names"][:3]
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="do not match"):
         segcore.load_pretrained(tmp_path / "m")
