@@ -126,8 +126,7 @@ def _caption_explore(view):
 def compare(image, models=None, ground_truth=None):
     result = services.compare(image, models, ground_truth)
     gallery = [(row.overlay, f"{row.model}: {row.latency_ms:.0f} ms") for row in result.rows]
-    table = pd.DataFrame(result.table(), columns=["model", "latency (ms)", "IoU (foreground)", "mIoU",
-                                                  "pixel accuracy"])
+    table = pd.DataFrame(result.table(), columns=list(result.COLUMNS))
     info = "  \n".join(result.notes) or "ok"
     return gallery, table, result.disagreement, info
 
@@ -149,17 +148,16 @@ def finetune_start(upload=None, sample=None, base="scratch: unet", epochs=5, lr=
     except SegcoreError as error:
         return "", gr.skip(), f"**The fine-tune cannot start:**\n\n- {shown_message(error)}"
     report = "\n".join(f"- {line}" for line in status.get("dataset_report", "").splitlines())
-    return status["id"], _status_text(status), f"**Dataset checked:**\n\n{report}"
+    return status["id"], services.job_status_text(status), f"**Dataset checked:**\n\n{report}"
 
 
 @user_errors
 def finetune_status(job_id=None):
     status = services.finetune_status(job_id or None)
-    download = None
-    if status.get("state") == "finished" and status.get("model_dir"):
-        download = str(services.model_archive(f"fine-tuned/{status['name']}"))
-    losses, metrics = _curves(status)
-    return _status_text(status), losses, metrics, download, status
+    archive = services.finished_model_archive(status)
+    download = None if archive is None else str(archive)
+    losses, metrics = services.job_curves(status)
+    return services.job_status_text(status), losses, metrics, download, status
 
 
 def _job_list(selected=None):
@@ -169,68 +167,21 @@ def _job_list(selected=None):
         rows = services.finetune_jobs()
     except SegcoreError as error:  # another app runs this jobs folder
         return gr.update(choices=[], value=None, info=shown_message(error)), pd.DataFrame()
-    choices = [(f"{row['name']} ({row['state']}, {row['created']})", row["id"]) for row in rows]
+    choices = [(services.job_label(row), row["id"]) for row in rows]
     ids = [row["id"] for row in rows]
     value = selected if selected in ids else (ids[0] if ids else None)
-    table = pd.DataFrame([{"name": row["name"], "state": row["state"], "created": row["created"],
-                           "epochs": f"{row['epoch'] or 0}/{row['epochs'] or '?'}", "metric": row["metric"],
-                           "best": None if row["best"] is None else round(row["best"], 4),
-                           "start model": None if row["start"] is None else round(row["start"], 4),
-                           "worse than start": "yes" if row["worse_than_start"] else ""} for row in rows],
-                         columns=["name", "state", "created", "epochs", "metric", "best", "start model",
-                                  "worse than start"])
+    table = pd.DataFrame(services.job_table(rows), columns=services.JOB_TABLE_COLUMNS)
     return gr.update(choices=choices, value=value), table
 
 
 @user_errors
 def finetune_cancel(job_id=None):
-    return _status_text(services.finetune_cancel(job_id or None))
+    return services.job_status_text(services.finetune_cancel(job_id or None))
 
 
 def list_models() -> list[dict]:
     """Every model the app can run: name, task, architecture, classes, source (shipped or fine-tuned)."""
     return services.model_summaries()
-
-
-def _status_text(status: dict) -> str:
-    if not status:
-        return "no fine-tuning job yet"
-    state = status.get("state", "?")
-    lines = [f"**{status.get('name', status.get('id'))}** (`{status.get('id')}`): **{state}**"]
-    if state == "queued" and status.get("queue_position"):
-        lines.append(f"position in queue: {status['queue_position']}")
-    if status.get("epochs"):
-        lines.append(f"epoch {status.get('epoch', 0)}/{status['epochs']}, step {status.get('step', 0)}/"
-                     f"{status.get('steps', '?')} on {status.get('device', '?')}")
-    if status.get("loss") is not None:
-        lines.append(f"loss {status['loss']:.4f}")
-    if status.get("eta_seconds") is not None and state == "running":
-        lines.append(f"about {status['eta_seconds'] / 60:.1f} min left")
-    if status.get("error"):
-        lines.append(f"error: {status['error']}")
-    if status.get("message"):
-        lines.append(str(status["message"]))
-    lines += [str(note) for note in status.get("notes") or []]
-    start = status.get("start_metric")
-    if start and status.get("start_model"):
-        lines.append(f"starting model {status['start_model']}: {start['metric']} {start['value']:.4f} on the "
-                     f"{start['images']} validation image(s) before fine-tuning")
-    if state == "finished":
-        lines.append(f"the model is now in every model list as fine-tuned/{status.get('name')}")
-    return "  \n".join(lines)
-
-
-def _curves(status: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    history = status.get("history") or []
-    losses = pd.DataFrame([{"epoch": record["epoch"], "value": record["train_loss"], "series": "train loss"}
-                           for record in history if record.get("train_loss") is not None],
-                          columns=["epoch", "value", "series"])
-    metric_rows = []
-    for record in history:
-        for key in ("miou", "fg_iou", "pixel_acc", "cc"):
-            if isinstance(record.get(key), (int, float)):
-                metric_rows.append({"epoch": record["epoch"], "value": record[key], "series": key})
-    return losses, pd.DataFrame(metric_rows, columns=["epoch", "value", "series"])
 
 
 # -------------------------------------------------------------------------------------------------- layout

@@ -10,6 +10,7 @@ the result says so.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import logging
 import os
@@ -201,11 +202,23 @@ def save_png(array: np.ndarray, folder: Path | None = None, stem: str = "result"
     return write_image_atomic(Image.fromarray(array), folder / f"{stem}.png")
 
 
-def download_file(array: np.ndarray, source, kind: str) -> Path:
-    """A result as NAME-KIND.png, NAME from the upload (astronaut.jpg -> astronaut-cutout.png), written atomically
-    into a folder of its own per request, so people downloading the same name at once never get each other's."""
+def download_name(source, kind: str) -> str:
+    """What a result is downloaded as: NAME-KIND.png, NAME from the upload (astronaut.jpg -> astronaut-cutout.png)."""
     stem = Path(upload_name(source, default="image")).stem or "image"
-    return save_png(array, stem=f"{stem}-{kind}")
+    return f"{stem}-{kind}.png"
+
+
+def download_file(array: np.ndarray, source, kind: str) -> Path:
+    """A result as download_name(source, kind), written atomically into a folder of its own per request, so people
+    downloading the same name at once never get each other's."""
+    return save_png(array, stem=Path(download_name(source, kind)).stem)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """An RGB or RGBA array as PNG bytes (what a download button in memory hands over)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def on_checkerboard(image: np.ndarray, square: int | None = None) -> np.ndarray:
@@ -520,8 +533,11 @@ class CompareResult:
     disagreement: np.ndarray  # heatmap: share of model pairs that disagree at each pixel
     notes: list[str] = field(default_factory=list)
 
+    COLUMNS = ("model", "latency (ms)", "IoU (foreground)", "mIoU", "pixel accuracy")
+
     def table(self) -> list[list]:
-        """[model, latency ms, foreground IoU, mIoU, pixel accuracy] per model (metrics blank without a truth)."""
+        """One row per model under COLUMNS: model, latency ms, foreground IoU, mIoU, pixel accuracy (metrics blank
+        without a ground truth)."""
         def shown(value):
             return None if value is None else round(float(value), 4)
 
@@ -552,6 +568,9 @@ def read_ground_truth(source, shape: tuple[int, int], class_names: list[str], cl
 
     if source is None or (isinstance(source, str) and not source.strip()):
         raise ImageError("no ground-truth mask given; upload a PNG of class indices")
+    if _is_upload(source):  # bytes or a file object (a Streamlit upload)
+        with _as_file(source, "ground-truth mask") as path:
+            return read_ground_truth(path, shape, class_names, class_colors, void)
     name = Path(source).name
     try:
         mask = read_mask(source)
@@ -712,7 +731,11 @@ def _unpack_or_generate(upload, sample: str | None) -> tuple[Path, bool]:
 
     stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 1000:03d}{threading.get_ident() % 1000:03d}"
     if upload is not None:
-        folder, _report = unpack_upload(upload, RUNS_DIR / "app-data" / f"upload-{stamp}")
+        if _is_upload(upload):  # bytes or a file object (a Streamlit upload): unpacked from a private copy
+            with _as_file(upload, "dataset zip") as path:
+                folder, _report = unpack_upload(path, RUNS_DIR / "app-data" / f"upload-{stamp}")
+        else:
+            folder, _report = unpack_upload(upload, RUNS_DIR / "app-data" / f"upload-{stamp}")
         return folder, True
     if sample:
         kind = SAMPLE_DATASETS.get(sample, sample)
@@ -969,6 +992,91 @@ def finetune_jobs() -> list[dict]:
                      "metric": status.get("metric"), "best": status.get("best_value"),
                      "start": start.get("value"), "worse_than_start": bool(status.get("worse_than_start"))})
     return rows
+
+
+JOB_TABLE_COLUMNS = ["name", "state", "created", "epochs", "metric", "best", "start model", "worse than start"]
+
+
+def job_table(rows: list[dict] | None = None) -> list[dict]:
+    """finetune_jobs() as the rows of the jobs table both apps show (JOB_TABLE_COLUMNS, rounded for reading)."""
+    def shown(value):
+        return None if value is None else round(float(value), 4)
+
+    return [{"name": row["name"], "state": row["state"], "created": row["created"],
+             "epochs": f"{row['epoch'] or 0}/{row['epochs'] or '?'}", "metric": row["metric"],
+             "best": shown(row["best"]), "start model": shown(row["start"]),
+             "worse than start": "yes" if row["worse_than_start"] else ""}
+            for row in (finetune_jobs() if rows is None else rows)]
+
+
+def job_label(row: dict) -> str:
+    """How a job picker names one of finetune_jobs()'s rows."""
+    return f"{row['name']} ({row['state']}, {row['created']})"
+
+
+def job_status_text(status: dict) -> str:
+    """A job's status as Markdown lines (state, queue position, progress, loss, time left, error, notes, the
+    starting model's score), what both apps show beside the curves."""
+    if not status:
+        return "no fine-tuning job yet"
+    state = status.get("state", "?")
+    lines = [f"**{status.get('name', status.get('id'))}** (`{status.get('id')}`): **{state}**"]
+    if state == "queued" and status.get("queue_position"):
+        lines.append(f"position in queue: {status['queue_position']}")
+    if status.get("epochs"):
+        lines.append(f"epoch {status.get('epoch', 0)}/{status['epochs']}, step {status.get('step', 0)}/"
+                     f"{status.get('steps', '?')} on {status.get('device', '?')}")
+    if status.get("loss") is not None:
+        lines.append(f"loss {status['loss']:.4f}")
+    if status.get("eta_seconds") is not None and state == "running":
+        lines.append(f"about {status['eta_seconds'] / 60:.1f} min left")
+    if status.get("error"):
+        lines.append(f"error: {status['error']}")
+    if status.get("message"):
+        lines.append(str(status["message"]))
+    lines += [str(note) for note in status.get("notes") or []]
+    start = status.get("start_metric")
+    if start and status.get("start_model"):
+        lines.append(f"starting model {status['start_model']}: {start['metric']} {start['value']:.4f} on the "
+                     f"{start['images']} validation image(s) before fine-tuning")
+    if state == "finished":
+        lines.append(f"the model is now in every model list as fine-tuned/{status.get('name')}")
+    return "  \n".join(lines)
+
+
+CURVE_METRICS = ("miou", "fg_iou", "pixel_acc", "cc")
+
+
+def job_curves(status: dict):
+    """(training loss, validation metrics) of a job as long-form DataFrames (epoch, value, series), what both
+    apps plot."""
+    import pandas as pd
+
+    history = status.get("history") or []
+    losses = pd.DataFrame([{"epoch": record["epoch"], "value": record["train_loss"], "series": "train loss"}
+                           for record in history if record.get("train_loss") is not None],
+                          columns=["epoch", "value", "series"])
+    metric_rows = [{"epoch": record["epoch"], "value": record[key], "series": key}
+                   for record in history for key in CURVE_METRICS if isinstance(record.get(key), (int, float))]
+    return losses, pd.DataFrame(metric_rows, columns=["epoch", "value", "series"])
+
+
+def job_progress(status: dict) -> float:
+    """How far a job is, 0..1 (finished: 1), from its epoch and step counts."""
+    if status.get("state") == "finished":
+        return 1.0
+    epochs, steps = status.get("epochs") or 0, status.get("steps") or 0
+    if not epochs:
+        return 0.0
+    done = max(0, (status.get("epoch") or 0) - 1) + ((status.get("step") or 0) / steps if steps else 0.0)
+    return float(min(1.0, max(0.0, done / epochs)))
+
+
+def finished_model_archive(status: dict) -> Path | None:
+    """The zip of a finished job's model (for download); None while the job has not finished."""
+    if status.get("state") == "finished" and status.get("model_dir"):
+        return model_archive(f"fine-tuned/{status['name']}")
+    return None
 
 
 def finetune_cancel(job_id: str | None = None) -> dict:

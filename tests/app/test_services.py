@@ -411,8 +411,8 @@ def test_a_fine_tune_of_a_saved_binary_model_keeps_its_classes_and_says_when_it_
     assert trained.config["class_colors"] == services.find_model("squares-a").config["class_colors"]
     from app import gradio_ui
 
-    assert "WORSE than the starting model" in gradio_ui._status_text(final)
-    assert "starting model squares-a: fg_iou" in gradio_ui._status_text(final)
+    assert "WORSE than the starting model" in services.job_status_text(final)
+    assert "starting model squares-a: fg_iou" in services.job_status_text(final)
 
 
 def _palette_mask(values: np.ndarray) -> Image.Image:
