@@ -227,6 +227,14 @@ def finetune_page() -> None:
 
 
 def jobs_panel() -> None:
+    """The job picker, the picked job's status and the jobs table. While any job is queued or running they redraw
+    together every STATUS_REFRESH_SECONDS (a Streamlit fragment, not the whole page)."""
+    with user_errors("listing the fine-tuning jobs"):
+        live = any(row["state"] not in TERMINAL_STATES for row in services.finetune_jobs())
+        st.fragment(_jobs, run_every=STATUS_REFRESH_SECONDS if live else None)()
+
+
+def _jobs() -> None:
     with user_errors("listing the fine-tuning jobs"):
         rows = services.finetune_jobs()
         if not rows:
@@ -236,31 +244,13 @@ def jobs_panel() -> None:
         labels = {row["id"]: services.job_label(row) for row in rows}
         wanted = st.session_state.get("ft-job")
         job_id = st.selectbox("Job", ids, index=ids.index(wanted) if wanted in ids else 0,
-                              format_func=labels.get, key="ft-picker")
+                              format_func=labels.get, key=f"ft-picker-{len(ids)}")
         st.session_state["ft-job"] = job_id
-        job_status(job_id)
-        st.dataframe(services.job_table(rows), hide_index=True, column_order=services.JOB_TABLE_COLUMNS)
-
-
-def job_status(job_id: str) -> None:
-    """One job's status, progress, curves, cancel button and (when finished) its model's download. While the job
-    is queued or running the panel redraws itself every STATUS_REFRESH_SECONDS; when the job ends the whole page
-    reruns once (new model in the pickers) and the panel stops redrawing."""
-    with user_errors("reading the job's status"):
         status = services.finetune_status(job_id)
-        live = status.get("state") not in TERMINAL_STATES
-        st.fragment(_status_panel, run_every=STATUS_REFRESH_SECONDS if live else None)(job_id, live)
-
-
-def _status_panel(job_id: str, live: bool) -> None:
-    with user_errors("reading the job's status"):
-        status = services.finetune_status(job_id)
-        if live and status.get("state") in TERMINAL_STATES:
-            st.rerun()  # the job ended since the page was drawn: redraw it all, without the timer
+        if status.get("state") not in TERMINAL_STATES and st.button("Cancel this job", key="ft-cancel"):
+            status = services.finetune_cancel(job_id)
         st.markdown(services.job_status_text(status))
         st.progress(services.job_progress(status))
-        if status.get("state") not in TERMINAL_STATES and st.button("Cancel this job", key="ft-cancel"):
-            st.markdown(services.job_status_text(services.finetune_cancel(job_id)))
         losses, metrics = services.job_curves(status)
         left, right = st.columns(2)
         if not losses.empty:
@@ -273,6 +263,7 @@ def _status_panel(job_id: str, live: bool) -> None:
         if archive is not None:
             st.download_button(f"Download the model ({archive.name})", archive.read_bytes(), file_name=archive.name,
                                mime="application/zip", key="ft-download")
+        st.dataframe(services.job_table(rows), hide_index=True, column_order=services.JOB_TABLE_COLUMNS)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
