@@ -22,6 +22,7 @@ SegcoreError = services.SegcoreError  # the UI imports app.services only; servic
 log = logging.getLogger("segcore.app")
 
 TERMINAL_STATES = ("finished", "failed", "cancelled")
+CACHE_MAX_AGE_SECONDS = int(services.RESULT_MAX_AGE_SECONDS)
 
 
 def uploaded_image(**kwargs) -> gr.Image:
@@ -213,7 +214,9 @@ def build_app() -> gr.Blocks:
     people = [str(path) for path in services.background_examples()]
     background_models = services.model_names(background_removal=True)
     all_models = services.model_names()
-    with gr.Blocks(title="segcore") as demo:
+    # Gradio copies every result and upload into its cache: files older than CACHE_MAX_AGE_SECONDS are deleted
+    # (checked as often), so the cache stays bounded.
+    with gr.Blocks(title="segcore", delete_cache=(CACHE_MAX_AGE_SECONDS, CACHE_MAX_AGE_SECONDS)) as demo:
         gr.Markdown("# segcore\nSemantic segmentation: remove backgrounds, explore and compare models, fine-tune "
                     f"your own. Images larger than {services.APP_MAX_SIDE} px on the longer side are downscaled.")
         with gr.Tabs():
@@ -406,5 +409,6 @@ def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, block
     demo = build_app()
     demo.queue(default_concurrency_limit=2)
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, css=CSS,
-                allowed_paths=[str(services.EXAMPLES_DIR)], show_error=True, quiet=not block)
+                allowed_paths=[str(services.EXAMPLES_DIR)], show_error=True, quiet=not block,
+                max_file_size=services.MAX_UPLOAD_BYTES)
     return demo

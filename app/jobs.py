@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Self
 
 from segcore.engine.config import TrainConfig, load_recipe, write_recipe
@@ -29,6 +31,8 @@ from segcore.engine.events import TrainEvent
 from segcore.errors import SegcoreError
 from segcore.fileio import write_json_atomic
 from segcore.runs import read_metrics_csv
+
+log = logging.getLogger("segcore.app.jobs")
 
 JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.json"
@@ -102,7 +106,11 @@ class JobManager:
     """
 
     def __init__(self, root: str | os.PathLike = "runs/app-jobs", *, cpu_threads: int | None = None,
-                 autostart: bool = True, cancel_grace_seconds: float = 10.0, poll_seconds: float = 0.2):
+                 autostart: bool = True, cancel_grace_seconds: float = 10.0, poll_seconds: float = 0.2,
+                 on_end: Callable[[dict], None] | None = None):
+        """`on_end(record)` is called once a job has ended (finished, failed or cancelled), e.g. to remove the
+        data it was trained on; its errors are logged, never raised."""
+        self.on_end = on_end
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.cpu_threads = max(1, int(cpu_threads or default_cpu_threads()))
@@ -329,6 +337,11 @@ class JobManager:
 
     def _end(self, record: dict, state: str, *, message: str, error: str | None = None) -> None:
         record.update(state=state, ended=time.time(), message=message, error=error, pid=None)
+        if self.on_end is not None:  # before the end is saved: whoever sees the job ended sees it cleaned up
+            try:
+                self.on_end(dict(record))
+            except Exception:  # noqa: BLE001 - a cleanup problem must not break the queue
+                log.exception("on_end of job %s failed", record.get("id"))
         self._save(record)
 
     def _read_progress(self, job_id: str) -> dict:

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ WEIGHTS_DIR = Path(os.environ.get("SEGCORE_WEIGHTS_DIR", ROOT / "assets" / "weig
 RUNS_DIR = Path(os.environ.get("SEGCORE_RUNS_DIR", ROOT / "runs"))
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 
+MAX_UPLOAD_BYTES = 100 * 1024**2  # the largest upload (photo or dataset zip) the apps take; Streamlit's
+# server.maxUploadSize in .streamlit/config.toml says the same in MB
 APP_MAX_SIDE = 2048  # longer side, in pixels, of what the app processes; larger photos are downscaled on load
 CRF_MAX_PIXELS = 1_000_000  # the CRF runs on a copy downscaled to this size (the result is resized back)
 SALIENCY_BANDS = 5  # a saliency map's legend: this many bands of its heat scale
@@ -161,6 +164,9 @@ def _as_file(source, what: str):
         source.read() if callable(getattr(source, "read", None)) else bytes(source))
     if isinstance(data, str):
         raise ImageError(f"{name}: the {what} was opened as text; open it in binary mode ('rb')")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise SegcoreError(f"{name}: the {what} is {len(data) / 1024**2:.0f} MB, over the app's limit of "
+                           f"{MAX_UPLOAD_BYTES / 1024**2:.0f} MB; upload a smaller file")
     folder = Path(tempfile.mkdtemp(prefix="segcore-upload-"))
     try:
         path = folder / name
@@ -196,10 +202,38 @@ def load_image(source, max_side: int = APP_MAX_SIDE, what: str = "image") -> Loa
     return LoadedImage(np.ascontiguousarray(array), notes)
 
 
+# Results written for download (one folder per request) live here and are removed RESULT_MAX_AGE_SECONDS after
+# they were written (the UI has long since served or copied them), so the folder stays bounded however many
+# requests come.
+RESULTS_DIR = Path(tempfile.gettempdir()) / "segcore-app-results"
+RESULT_MAX_AGE_SECONDS = 600.0
+
+
+def prune_results(max_age: float | None = None, now: float | None = None) -> int:
+    """Remove result folders older than max_age seconds (RESULT_MAX_AGE_SECONDS); returns how many went."""
+    max_age = RESULT_MAX_AGE_SECONDS if max_age is None else max_age
+    now = time.time() if now is None else now
+    removed = 0
+    if RESULTS_DIR.is_dir():
+        for folder in RESULTS_DIR.iterdir():
+            try:
+                old = now - folder.stat().st_mtime > max_age
+            except FileNotFoundError:  # removed by another request meanwhile
+                continue
+            if old:
+                shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def save_png(array: np.ndarray, folder: Path | None = None, stem: str = "result") -> Path:
-    """Write an RGB or RGBA array as a PNG for download (atomic), in a fresh temporary folder by default."""
-    folder = Path(folder or tempfile.mkdtemp(prefix="segcore-app-"))
-    return write_image_atomic(Image.fromarray(array), folder / f"{stem}.png")
+    """Write an RGB or RGBA array as a PNG for download (atomic), by default in a fresh folder of its own under
+    RESULTS_DIR (old result folders are pruned first)."""
+    if folder is None:
+        prune_results()
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="result-", dir=RESULTS_DIR))
+    return write_image_atomic(Image.fromarray(array), Path(folder) / f"{stem}.png")
 
 
 def download_name(source, kind: str) -> str:
@@ -694,8 +728,53 @@ def job_manager():
         if _manager is None:
             from app.jobs import JobManager
 
-            _manager = JobManager(RUNS_DIR / "app-jobs")
+            _manager = JobManager(RUNS_DIR / "app-jobs", on_end=_remove_job_upload, autostart=False)
+            clean_app_data(_manager.jobs())
+            _manager.start()
         return _manager
+
+
+def _app_data() -> Path:
+    return RUNS_DIR / "app-data"
+
+
+def _remove_job_upload(record: dict) -> None:
+    """A job has ended: the dataset unpacked from its upload (RUNS_DIR/app-data/upload-*) is no longer needed."""
+    data = record.get("data")
+    if data:
+        _remove_upload_folder(Path(data))
+
+
+def _remove_upload_folder(path: Path) -> None:
+    app_data = _app_data().resolve()
+    for folder in (path, *path.parents):  # the dataset may be a sub-folder of the unpacked upload
+        if folder.parent.resolve() == app_data:
+            if folder.name.startswith("upload-"):
+                shutil.rmtree(folder, ignore_errors=True)
+            return
+
+
+def clean_app_data(jobs: list[dict]) -> list[str]:
+    """At start-up: remove what a stopped or killed app left in RUNS_DIR/app-data: half-unpacked uploads
+    (.upload-*.unpacking-*), half-written samples (.sample-*), and unpacked uploads no queued or running job needs.
+    Returns the names removed."""
+    app_data = _app_data()
+    if not app_data.is_dir():
+        return []
+    needed = set()
+    for job in jobs:
+        if job.get("state") in ("queued", "running") and job.get("data"):
+            path = Path(job["data"]).resolve()
+            needed.update({path, *path.parents})
+    removed = []
+    for entry in app_data.iterdir():
+        stale = entry.name.startswith(".") or (entry.name.startswith("upload-") and entry.resolve() not in needed)
+        if stale and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    if removed:
+        log.info("removed %d stale folder(s) from %s", len(removed), app_data)
+    return removed
 
 
 def start_job_manager() -> str | None:
@@ -729,19 +808,20 @@ def _unpack_or_generate(upload, sample: str | None) -> tuple[Path, bool]:
     from segcore.data.ingest import unpack_upload
     from segcore.data.synthetic import write_shapes_dataset
 
-    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 1000:03d}{threading.get_ident() % 1000:03d}"
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{uuid.uuid4().hex[:8]}"  # unique however many uploads a second
     if upload is not None:
+        job_manager()  # the manager cleans app-data at its start; it must not take this upload for a stale one
         if _is_upload(upload):  # bytes or a file object (a Streamlit upload): unpacked from a private copy
             with _as_file(upload, "dataset zip") as path:
-                folder, _report = unpack_upload(path, RUNS_DIR / "app-data" / f"upload-{stamp}")
+                folder, _report = unpack_upload(path, _app_data() / f"upload-{stamp}")
         else:
-            folder, _report = unpack_upload(upload, RUNS_DIR / "app-data" / f"upload-{stamp}")
+            folder, _report = unpack_upload(upload, _app_data() / f"upload-{stamp}")
         return folder, True
     if sample:
         kind = SAMPLE_DATASETS.get(sample, sample)
         if kind != "shapes":
             raise SegcoreError(f"unknown sample {sample!r}; choose one of {', '.join(SAMPLE_DATASETS)}")
-        folder = RUNS_DIR / "app-data" / "sample-shapes"
+        folder = _app_data() / "sample-shapes"
         if not (folder / "split.txt").is_file():
             folder.parent.mkdir(parents=True, exist_ok=True)
             workspace = Path(tempfile.mkdtemp(prefix=".sample-", dir=folder.parent))
@@ -1092,6 +1172,8 @@ def finetune_cancel(job_id: str | None = None) -> dict:
 def model_archive(name: str) -> Path:
     """A zip of a model folder (weights, config, card) for download."""
     entry = find_model(name)
-    folder = Path(tempfile.mkdtemp(prefix="segcore-model-"))
+    prune_results()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="model-", dir=RESULTS_DIR))
     safe = entry.name.replace("/", "-")
     return Path(shutil.make_archive(str(folder / safe), "zip", root_dir=entry.path))

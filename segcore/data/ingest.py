@@ -33,8 +33,9 @@ class UploadError(SegcoreError):
 
 @dataclass
 class UploadLimits:
-    """Caps on an uploaded zip. The ratio cap applies to entries above ratio_min_bytes (tiny files compress
-    extremely well without harm; the byte cap bounds them in total)."""
+    """Caps on an uploaded zip. The ratio cap applies to each entry above ratio_min_bytes (tiny files compress
+    extremely well without harm) and to the archive as a whole once it unpacks to more than ratio_min_bytes (many
+    small files of zeros)."""
 
     max_files: int = 20_000
     max_total_bytes: int = 4 * 1024**3
@@ -57,7 +58,7 @@ def _check_entries(archive: zipfile.ZipFile, limits: UploadLimits) -> list[tuple
     if len(entries) > limits.max_files:
         raise UploadError(f"the archive has {len(entries)} entries, over the limit of {limits.max_files}; "
                           "upload fewer files (split the dataset) or raise UploadLimits.max_files")
-    files, seen, total = [], set(), 0
+    files, seen, total, packed = [], set(), 0, 0
     for info in entries:
         name = info.filename
         if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
@@ -87,7 +88,12 @@ def _check_entries(archive: zipfile.ZipFile, limits: UploadLimits) -> list[tuple
             raise UploadError(f"entry {name!r} expands {info.file_size / max(info.compress_size, 1):.0f} times "
                               f"(limit {limits.max_ratio:.0f}): refused as a possible zip bomb; images and PNG "
                               "masks do not compress like that — check the file")
+        packed += info.compress_size
         files.append((info, parts))
+    if total > limits.ratio_min_bytes and total > limits.max_ratio * max(packed, 1):
+        raise UploadError(f"the archive's files expand {total / max(packed, 1):.0f} times in total ({packed:,} bytes "
+                          f"-> {total:,}; limit {limits.max_ratio:.0f}): refused as a possible zip bomb; images and "
+                          "PNG masks do not compress like that — check the files")
     if not files:
         raise UploadError("the archive holds no files; zip the dataset folder (images/ and masks/)")
     return files

@@ -381,11 +381,14 @@ def test_a_zip_without_split_holds_out_a_seeded_tenth_and_trains_to_the_end(app_
     final = services.job_manager().wait(status["id"], timeout=180)
     assert final["state"] == "finished", final["error"]
     assert note in final["notes"] and final["history"][0]["images"] == 2  # validated on the 2 held-out pairs
-    split = (Path(final["data"]) / "split.txt").read_text().split()
+    # the dataset unpacked from the upload is removed once its job has ended
+    assert "/app-data/upload-" in final["data"] and not Path(final["data"]).exists()
+    first = services.prepare_dataset(str(upload))[0]
+    split = (first / "split.txt").read_text().split()
     assert split.count("val") == 2 and split.count("train") == 18
     # the same zip again gets the same split (seed 0)
     again = services.prepare_dataset(str(upload))[0]
-    assert (again / "split.txt").read_text() == (Path(final["data"]) / "split.txt").read_text()
+    assert (again / "split.txt").read_text() == (first / "split.txt").read_text()
     # a fresh model takes its classes from the data
     trained = services.find_model("fine-tuned/no-split")
     assert trained.class_names == ("background", "foreground")

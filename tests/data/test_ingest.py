@@ -78,6 +78,8 @@ ATTACKS = {
     "too many files": (lambda: ({f"images/{i}.jpg": b"x" for i in range(6)}, []), UploadLimits(max_files=5),
                        "over the limit of 5"),
     "zip bomb by ratio": (lambda: ({"images/bomb.png": bytes(3 * 1024**2)}, []), None, "possible zip bomb"),
+    "zip bomb of many small files": (lambda: ({f"images/zero{i}.png": bytes(32 * 1024) for i in range(40)}, []),
+                                     UploadLimits(ratio_min_bytes=64 * 1024), "times in total"),
     "zip bomb by total size": (lambda: ({"images/a.png": bytes(600), "images/b.png": bytes(600)}, []),
                                UploadLimits(max_total_bytes=1000), "more than 1,000 bytes"),
 }
