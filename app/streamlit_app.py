@@ -261,15 +261,18 @@ def _jobs() -> None:
             right.line_chart(metrics, x="epoch", y="value", color="series")
         archive = _model_archive(job_id, status.get("updated"), status.get("state"))
         if archive is not None:
-            st.download_button(f"Download the model ({archive.name})", archive.read_bytes(), file_name=archive.name,
-                               mime="application/zip", key="ft-download")
+            name, data = archive
+            st.download_button(f"Download the model ({name})", data, file_name=name, mime="application/zip",
+                               key="ft-download")
         st.dataframe(services.job_table(rows), hide_index=True, column_order=services.JOB_TABLE_COLUMNS)
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _model_archive(job_id: str, updated, state):
-    """The zip of a finished job's model, made once per job (not at every redraw); None before it finishes."""
-    return services.finished_model_archive(services.finetune_status(job_id))
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _model_archive(job_id: str, updated, state) -> tuple[str, bytes] | None:
+    """(file name, bytes) of a finished job's model zip, made once per job (not at every redraw; the bytes, because
+    the services prune result files after a while); None before it finishes."""
+    path = services.finished_model_archive(services.finetune_status(job_id))
+    return None if path is None else (path.name, path.read_bytes())
 
 
 def main() -> None:
