@@ -327,7 +327,10 @@ class JobManager:
         return job_id
 
     def _unique_name(self, name: str) -> str:
-        name = " ".join(str(name).split())[:80] or "job"
+        # printable characters only (a NUL or escape code in a name broke its status), and no "/": the model is
+        # offered as fine-tuned/<name>, which must stay one name
+        name = "".join(character if character.isprintable() else " " for character in str(name)).replace("/", "-")
+        name = " ".join(name.split())[:80] or "job"
         taken = {record["name"] for record in self._jobs.values()}
         candidate, number = name, 1
         while candidate in taken:

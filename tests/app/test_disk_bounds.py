@@ -1,5 +1,5 @@
 """Disk stays bounded (issue 17): result folders are pruned by age, uploads over the limit are refused, the data
-unpacked from an upload goes when its job ends, and what a killed app left in runs/app-data goes at start-up."""
+unpacked from an upload goes when its job ends, and what a killed app left in runs/app-data goes at start-up; odd job names (NUL, escapes, "/") become plain names."""
 
 from __future__ import annotations
 
@@ -73,3 +73,14 @@ def test_what_a_killed_app_left_is_cleaned_at_start_up(app_dirs, tmp_path):
     services.reset_job_manager()
     services.job_manager()
     assert not (app_data / ".upload-2.unpacking-z").exists()
+
+
+def test_odd_job_names_become_plain_names(app_dirs):
+    status = services.finetune_start(sample="shapes", base="scratch: unet", epochs=40, input_size=64,
+                                     name="a\x00b/../c\x1b[31m  d")
+    try:
+        assert status["name"] == "a b-..-c [31m d"
+        assert services.job_status_text(services.finetune_status(status["id"])).startswith("**a b-..-c [31m d**")
+    finally:
+        services.finetune_cancel(status["id"])
+        services.job_manager().wait(status["id"], timeout=120)
