@@ -1,5 +1,6 @@
 """Disk stays bounded (issue 17): result folders are pruned by age, uploads over the limit are refused, the data
-unpacked from an upload goes when its job ends, and what a killed app left in runs/app-data goes at start-up; odd job names (NUL, escapes, "/") become plain names."""
+unpacked from an upload goes when its job ends, and what a killed app left in runs/app-data goes at start-up; odd
+job names (NUL, escapes, "/") become plain names."""
 
 from __future__ import annotations
 
