@@ -247,9 +247,11 @@ PREDICT_TABLE_HEADER = (
 
 
 def bench_images(images: str | None = None, masks: str | None = None, data: str | None = None,
-                 split: str | None = None, limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+                 split: str | None = None, limit: int | None = None,
+                 val_fraction: float = 0.0) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """(name, RGB uint8 image, mask or None) from `images` (+ `masks`, paired by file stem) or a dataset root
-    `data` (+ `split`), decoded before any timing."""
+    `data` (+ `split`), decoded before any timing. `val_fraction`: only the images of `split` that training holds
+    out as validation when a dataset has no val split (engine.data.held_out_indices; Shen 2016: 0.1)."""
     from pathlib import Path
 
     from segcore.data.datasets import decode_binary_mask, is_binary_encoded, read_mask
@@ -260,10 +262,11 @@ def bench_images(images: str | None = None, masks: str | None = None, data: str 
         raise SegcoreError("give --images DIR (with --masks DIR for accuracy) or --data ROOT [--split S], not both")
     samples = []
     if data:
-        from segcore.engine.data import open_dataset
+        from segcore.engine.data import held_out_indices, open_dataset
 
         dataset = open_dataset("folder", data, split, evaluation=True)
-        for index in range(len(dataset) if limit is None else min(limit, len(dataset))):
+        indices = held_out_indices(len(dataset), val_fraction) if val_fraction > 0 else range(len(dataset))
+        for index in list(indices)[:limit]:
             image, mask = dataset.load(index)
             samples.append((dataset.names[index], image, np.asarray(mask)))
         return samples
@@ -413,18 +416,49 @@ def webcam_table(results: list[dict]) -> str:
 MATTE_VARIANTS = ("probability", "sharpened", "refined")
 
 
+def replace_halo(image: np.ndarray, alpha: np.ndarray, old_background: np.ndarray,
+                 new_colour=(0, 177, 64)) -> dict:
+    """How much of an old background shows through a replaced one, by the matting benchmarks' composition
+    protocol: the photo `image` is laid with `alpha` over `old_background` (another photo, covered to size), that
+    composite is what background removal gets, and its result over `new_colour` is compared with the truth
+    alpha * image + (1 - alpha) * new_colour. Returns the mean |error| in 8-bit levels over the partly transparent
+    band (metrics.MATTE_SOFT_RANGE) with the composite's own colours ("photo") and with estimate_foreground's
+    ("estimated"), and the ms of the estimation."""
+    from segcore import compose
+    from segcore.metrics import MATTE_SOFT_RANGE
+
+    height, width = alpha.shape
+    weight = alpha[..., None].astype(np.float32)
+    old = compose.cover(old_background, height, width).astype(np.float32)
+    new = np.empty_like(old)
+    new[:] = np.asarray(new_colour, np.float32)
+    photo = np.clip(np.rint(weight * image + (1 - weight) * old), 0, 255).astype(np.uint8)
+    truth = weight * image + (1 - weight) * new
+    band = (alpha > MATTE_SOFT_RANGE[0]) & (alpha < MATTE_SOFT_RANGE[1])
+    started = time.perf_counter()
+    estimated = compose.estimate_foreground(photo, alpha)
+    milliseconds = (time.perf_counter() - started) * 1000.0
+    errors = {}
+    for key, colours in (("photo", photo), ("estimated", estimated)):
+        result = weight * colours.astype(np.float32) + (1 - weight) * new
+        errors[key] = float(np.abs(result - truth)[band].mean()) if band.any() else 0.0
+    return {"halo_photo": errors["photo"], "halo_estimated": errors["estimated"], "ms": milliseconds}
+
+
 def matte_benchmark(segmenter, samples, name: str = "") -> list[dict]:
     """Per matte variant, on images with masks: the model's foreground probability as is, sharpened
     (compose.matte refine=False) and refined (the app's "Refine edges"), scored by metrics.matte_statistics
-    (means over images) with the median ms per image of the matte step; foreground colour estimation is timed
-    on the refined matte (the app runs it before every composite)."""
+    (means over images) with the median ms per image of the matte step. Foreground colour estimation runs on the
+    refined matte, as before every composite: its row has its median ms and, with two or more images, the halo of
+    a replaced background with and without it (replace_halo, each photo laid over the next one's scene)."""
     from segcore import compose
     from segcore.errors import SegcoreError
     from segcore.metrics import matte_statistics
 
     scores = {variant: [] for variant in MATTE_VARIANTS}
-    times = {variant: [] for variant in (*MATTE_VARIANTS, "foreground colours")}
-    for _, image, mask in samples:
+    times = {variant: [] for variant in MATTE_VARIANTS}
+    halos = []
+    for index, (_, image, mask) in enumerate(samples):
         if mask is None:
             raise SegcoreError("the matte benchmark scores against masks: give --masks DIR or --data ROOT")
         alpha = segmenter.predict(image).alpha
@@ -433,16 +467,18 @@ def matte_benchmark(segmenter, samples, name: str = "") -> list[dict]:
             result = alpha if variant == "probability" else compose.matte(image, alpha, refine=variant == "refined")
             times[variant].append((time.perf_counter() - started) * 1000.0)
             scores[variant].append(matte_statistics(result, np.asarray(mask) == 1))
-        started = time.perf_counter()
-        compose.estimate_foreground(image, result)
-        times["foreground colours"].append((time.perf_counter() - started) * 1000.0)
+        old_background = samples[(index + 1) % len(samples)][1]
+        halos.append(replace_halo(image, result, old_background if len(samples) > 1 else np.zeros_like(image)))
     rows = []
     for variant in MATTE_VARIANTS:
         means = {key: float(np.mean([score[key] for score in scores[variant]])) for key in scores[variant][0]}
         rows.append({"predictor": name, "variant": variant, "images": len(samples), **means,
                      "ms": float(np.median(times[variant]))})
-    rows.append({"predictor": name, "variant": "foreground colours", "images": len(samples),
-                 "ms": float(np.median(times["foreground colours"]))})
+    colours = {"predictor": name, "variant": "foreground colours", "images": len(samples),
+               "ms": float(np.median([halo["ms"] for halo in halos]))}
+    if len(samples) > 1:
+        colours.update({key: float(np.mean([halo[key] for halo in halos])) for key in ("halo_photo", "halo_estimated")})
+    rows.append(colours)
     return rows
 
 
@@ -456,4 +492,16 @@ def matte_table(results: list[dict]) -> str:
                         f"{r['ms']:.1f} |")
         else:
             rows.append(f"| {r['predictor']} | + {r['variant']} | {r['images']} | | | | | | {r['ms']:.1f} |")
+    return "\n".join(rows)
+
+
+def halo_table(results: list[dict]) -> str:
+    """The replaced-background halo (replace_halo) of each model's refined matte, photo vs estimated colours."""
+    rows = ["| model | images | halo, photo colours | halo, estimated colours | change | ms/img |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "halo_photo" in r:
+            change = (r["halo_estimated"] - r["halo_photo"]) / max(r["halo_photo"], 1e-9)
+            rows.append(f"| {r['predictor']} | {r['images']} | {r['halo_photo']:.2f} | {r['halo_estimated']:.2f} | "
+                        f"{100 * change:+.0f} % | {r['ms']:.1f} |")
     return "\n".join(rows)

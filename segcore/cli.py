@@ -518,7 +518,8 @@ def _bench_matte(args) -> int:
                            "(or --data ROOT --split S)")
     if args.threads:
         set_num_threads(args.threads)
-    samples = bench.bench_images(args.images, args.masks, args.data, args.split, args.limit)
+    samples = bench.bench_images(args.images, args.masks, args.data, args.split, args.limit,
+                                   args.val_fraction)
     results = []
     for model in args.model:
         segmenter = Segmenter.from_pretrained(model, device=args.device or "cpu", runtime=args.runtime[0])
@@ -527,6 +528,10 @@ def _bench_matte(args) -> int:
     print(f"{len(samples)} images; stray soft: share of pixels with 0.05 < alpha < 0.95 farther than 5 px from the "
           "true boundary; SAD in thousands; boundary F of alpha > 0.5; ms per image of the matte step")
     print(bench.matte_table(results))
+    if len(samples) > 1:
+        print("\nReplaced background (#00b140): mean |error| in 8-bit levels over the partly transparent band, each "
+              "photo laid with its refined matte over the next photo's scene (composition protocol)")
+        print(bench.halo_table(results))
     if args.record:
         write_json_atomic(Path(args.record), results)
     return 0
@@ -544,7 +549,8 @@ def _bench_predict(args) -> int:
     if args.threads:
         set_num_threads(args.threads)
     threads, slots = configure_for_serving()  # the app's policy: threads per call, calls at once
-    samples = bench.bench_images(args.images, args.masks, args.data, args.split, args.limit)
+    samples = bench.bench_images(args.images, args.masks, args.data, args.split, args.limit,
+                                   args.val_fraction)
     if args.what == "webcam":
         frames = bench.webcam_frames(samples)
         webcam = [bench.webcam_benchmark(Segmenter.from_pretrained(model, device="cpu", runtime=runtime),
@@ -706,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="predict, webcam, matte: dataset root (instead of --images)")
     bench.add_argument("--split", help="predict, webcam, matte: split of --data (e.g. test)")
     bench.add_argument("--limit", type=int, help="predict, webcam, matte: at most this many images")
+    bench.add_argument("--val-fraction", type=float, default=0.0,
+                       help="predict, webcam, matte with --data: only the images training holds out of --split as "
+                       "validation (Shen 2016: --split train --val-fraction 0.1)")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1], help="predict: callers at once (e.g. 1 2 4)")
     bench.add_argument("--runtime", nargs="+", default=["torch"], help="predict: torch and/or onnxruntime")
     bench.add_argument("--passes", type=int, default=1, help="predict: passes over the images per caller")

@@ -2,7 +2,10 @@
 
 Validation images stay untransformed because `evaluate` feeds them through Segmenter at full size, as users see
 them. When a dataset has no validation split (portrait-shen2016 has train/test only), `val_fraction` of the
-training names is held out with a seeded permutation, so the test split is never used to choose a model.
+training names is held out with a seeded permutation, so the test split is never used to choose a model. That
+permutation's seed is the dataset's (`val_seed`, default 0), never the run's: runs that start from one another
+(the person-fast stages) must all hold out the same images, or a later stage validates on what an earlier one
+trained on.
 A recipe with `sources` trains on a MultiSourceDataset and validates on a {source name: dataset} mapping.
 """
 
@@ -81,10 +84,20 @@ def _check_folder(kind: str, root: str, dataset_kwargs: dict):
     return report
 
 
-def _split_sets(kind: str, root: str, train_split, val_split, kwargs: dict, seed: int, transform=None):
-    """(training set, validation set or None) of one dataset, holding out val_fraction when it has no val split."""
+HELD_OUT_SEED = 0  # the held-out split of a dataset without a val split, the same for every run (see above)
+
+
+def held_out_indices(count: int, fraction: float, seed: int = HELD_OUT_SEED) -> np.ndarray:
+    """The indices of the `fraction` of `count` training images that every run holds out for validation."""
+    return _held_out_split(count, fraction, seed)[1]
+
+
+def _split_sets(kind: str, root: str, train_split, val_split, kwargs: dict, transform=None):
+    """(training set, validation set or None) of one dataset, holding out val_fraction when it has no val split
+    (seeded by dataset_kwargs' val_seed, default HELD_OUT_SEED)."""
     kwargs = dict(kwargs)
     val_fraction = float(kwargs.pop("val_fraction", 0.0))
+    seed = int(kwargs.pop("val_seed", HELD_OUT_SEED))
     train_set = open_dataset(kind, root, train_split, transform=transform, **kwargs)
     if val_split:
         return train_set, open_dataset(kind, root, val_split, evaluation=True, **kwargs)
@@ -114,7 +127,7 @@ def build_multisource_datasets(config: TrainConfig):
         report = _check_folder(kind, root, kwargs)
         warnings += len(report.warnings) if report is not None else 0
         train_set, val_set = _split_sets(kind, root, entry.get("train_split", "train"), entry.get("val_split", "val"),
-                                         kwargs, config.seed)
+                                         kwargs)
         sources.append(Source(name, train_set, float(entry.get("weight", 1.0))))
         if val_set is not None:
             val_sets[name] = val_set
@@ -161,7 +174,7 @@ def build_datasets(config: TrainConfig):
     ignore_index = probe.ignore_index if probe.ignore_index is not None else 255
     transform = _training_transform(config, normalization, ignore_index)
     train_set, val_set = _split_sets(config.dataset, config.data, config.train_split, config.val_split,
-                                     config.dataset_kwargs, config.seed, transform)
+                                     config.dataset_kwargs, transform)
     if config.train_fraction < 1.0:
         base, train_indices = ((train_set.dataset, train_set.indices) if isinstance(train_set, IndexedSubset)
                                else (train_set, np.arange(len(train_set))))

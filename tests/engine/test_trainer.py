@@ -409,3 +409,27 @@ def test_schedules_need_the_declared_capability(shapes_root, tmp_path, setting, 
                                 "epochs=1", "threads=2", setting])
     with pytest.raises(ConfigError, match=rf"needs a model with the \w+ capability \({able}\), not {model}; set"):
         Trainer(config, tmp_path / "run")
+
+
+def test_held_out_validation_images_are_the_same_whatever_the_runs_seed(shapes_root):
+    """Stages that start from one another must hold out the same images: a split that followed the run's seed let
+    a later stage validate on images an earlier one trained on."""
+    from segcore.engine.data import build_datasets
+
+    def held_out(seed: int, **extra) -> tuple[list[str], list[str]]:
+        kwargs = {"val_fraction": 0.25, **extra}
+        config = TrainConfig.from_dict({
+            "model": "unet", "model_kwargs": {"width": 4}, "input_size": [48, 48], "epoch_size": 8,
+            "sources": [{"name": "shapes", "data": str(shapes_root), "val_split": None, "dataset_kwargs": kwargs}],
+            "augmentation": "none", "composite": {}, "seed": seed})
+        train_set, val_sets, _ = build_datasets(config)
+        validation = val_sets["shapes"]
+        names = [validation.dataset.names[index] for index in validation.indices]
+        source = train_set.sources[0].dataset
+        trained = [source.dataset.names[index] for index in source.indices]
+        return names, trained
+
+    first, trained = held_out(seed=0)
+    assert len(first) == 12 and not set(first) & set(trained)
+    assert held_out(seed=9)[0] == first  # another run seed: the same held-out images
+    assert held_out(seed=0, val_seed=3)[0] != first  # a dataset's own val_seed picks another split
