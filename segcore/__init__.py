@@ -8,7 +8,7 @@ name through `saved_models` / `find_saved_model` (segcore.zoo): `load_pretrained
 from segcore.checkpoint import load_pretrained, save_pretrained
 from segcore.errors import CheckpointError, ImageError, SegcoreError
 from segcore.image import read_image
-from segcore.inference import Prediction, Segmenter, set_num_threads
+from segcore.inference import Prediction, Segmenter, TestTimeAugmentation, set_num_threads
 from segcore.registry import create_model, list_models, model_info, register_model
 from segcore.zoo import ModelNotFoundError, SavedModel, saved_models
 from segcore.zoo import find as find_saved_model
@@ -23,6 +23,7 @@ __all__ = [
     "SavedModel",
     "SegcoreError",
     "Segmenter",
+    "TestTimeAugmentation",
     "create_model",
     "find_saved_model",
     "list_models",

@@ -166,7 +166,7 @@ def _cmd_predict(args) -> int:
         if out.suffix.lower() != ".png":
             raise SegcoreError(f"{out}: masks are written as PNG; give an --out path ending in .png")
         images = [source]
-    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device, tta=args.tta)
     failures = 0
     for path in images:
         target = out / f"{path.stem}.png" if source.is_dir() else out
@@ -380,6 +380,8 @@ def _cmd_eval(args) -> int:
               if value]
     if len(chosen) > 1:
         raise SegcoreError(f"{' and '.join(chosen)} each choose what to evaluate; give only one of them")
+    if args.tta and not args.model:
+        raise SegcoreError("--tta augments a trained model's predictions; give --model")
     if args.record and args.baseline:
         raise SegcoreError("--record keeps a trained model's (or a peer's) result; give --model or --peer")
     if args.baseline:
@@ -391,7 +393,7 @@ def _cmd_eval(args) -> int:
 
         segmenter = open_peer(args.peer)  # before the dataset, so a missing mediapipe is reported first
     elif args.model:
-        segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+        segmenter = Segmenter.from_pretrained(args.model, device=args.device, tta=args.tta)
     else:
         raise SegcoreError("give --model MODEL_DIR (or --baseline center-bias for saliency data, or --peer mediapipe)")
     if args.resize:
@@ -572,11 +574,14 @@ def _bench_predict(args) -> int:
             results.append({**result, "threads": "own"})
     for model in args.model or []:
         for runtime in args.runtime:
-            segmenter = Segmenter.from_pretrained(model, device="cpu", runtime=runtime)
-            name = Path(model).name if Path(model).exists() else model
-            for callers in args.concurrency:
-                results.append(bench.predict_benchmark(segmenter, samples, callers, args.passes, name=name,
-                                                       runtime=runtime))
+            for tta in args.tta or ["none"]:
+                segmenter = Segmenter.from_pretrained(model, device="cpu", runtime=runtime, tta=tta)
+                name = Path(model).name if Path(model).exists() else model
+                if segmenter.tta is not None:
+                    name = f"{name} (tta {tta})"
+                for callers in args.concurrency:
+                    results.append(bench.predict_benchmark(segmenter, samples, callers, args.passes, name=name,
+                                                           runtime=runtime))
     print(f"{len(samples)} images, end to end (decoded RGB in, labels + alpha out); {threads} thread(s) per call, "
           f"{slots} call(s) at once on {available_cores()} cores")
     print(bench.predict_table(results, peer=args.peer))
@@ -584,6 +589,10 @@ def _bench_predict(args) -> int:
         write_json_atomic(Path(args.record), {"samples": len(samples), "threads": threads, "slots": slots,
                                                "results": results})
     return 0
+
+
+TTA_HELP = ("test-time augmentation: flip (the mirrored image too), scales:0.75,1.25 (network input sizes too) or "
+            "flip+scales:0.75,1.25; logits averaged (default: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -612,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="output mask PNG (class indices, coloured palette), or a folder for a folder of images")
     predict.add_argument("--probabilities", help="also write class probabilities (C, H, W) to this .npy file")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    predict.add_argument("--tta", help=TTA_HELP)
     predict.set_defaults(handler=_cmd_predict)
 
     cutout = commands.add_parser(
@@ -674,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--boundary-tolerance", type=int, default=3, help="pixels, for boundary F")
     evaluation.add_argument("--limit", type=int, help="evaluate only the first N images")
     evaluation.add_argument("--device", help="cpu, cuda ... (default: cuda when available)")
+    evaluation.add_argument("--tta", help=TTA_HELP)
     evaluation.add_argument("--json", action="store_true", help="print JSON")
     evaluation.add_argument("--record", metavar="FILE", help="also write the result with the run's training summary "
                             "(stages, epochs, wall time, label fraction; a peer's has none) to FILE, e.g. "
@@ -717,6 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "validation (Shen 2016: --split train --val-fraction 0.1)")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1], help="predict: callers at once (e.g. 1 2 4)")
     bench.add_argument("--runtime", nargs="+", default=["torch"], help="predict: torch and/or onnxruntime")
+    bench.add_argument("--tta", nargs="+", help="predict: one or more settings, timed in the same run (none = "
+                       "without); " + TTA_HELP)
     bench.add_argument("--passes", type=int, default=1, help="predict: passes over the images per caller")
     bench.add_argument("--record", "--json", dest="record", metavar="FILE",
                        help="predict, webcam, matte: write the results to this JSON file")

@@ -8,6 +8,11 @@ network's logits are resized back to the image bilinearly, once, and only what t
 full size: labels always, probabilities and alpha on first access. Two-class and one-channel models need just
 one logit margin per pixel (softmax over two classes is the sigmoid of their difference).
 
+Test-time augmentation (`TestTimeAugmentation`, `Segmenter(tta=...)`): the network also sees the image mirrored
+and/or at other scales of its network input, and the logits of every pass, mapped back onto the plain pass's grid,
+are averaged before labels are taken (the multi-scale / flip inputs of DeepLab's and BiSeNet's evaluations;
+averaging logits rather than probabilities keeps one code path for labels and lazy probabilities).
+
 A runner executes the network: the torch module, or an ONNX Runtime session of its export
 (`runtime="onnxruntime"`). One thread policy (`set_num_threads`, env SEGCORE_THREADS) sizes torch, OpenCV and
 ONNX Runtime threads, and `inference_slots` says how many callers may run at once without oversubscribing cores.
@@ -21,6 +26,8 @@ import logging
 import os
 import threading
 import time
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -253,6 +260,50 @@ def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized if resized.ndim == logits.ndim else resized[..., None]
 
 
+@dataclass(frozen=True)
+class TestTimeAugmentation:
+    """Extra network passes per image: `flip` adds the horizontally mirrored image; `scales` are factors of the
+    network input size (1.0 is the plain pass and is always run; 0.75 and 1.25 see the scene smaller and larger).
+    Each pass's logits are cropped to the image's content, resized onto the plain pass's grid, un-mirrored, and
+    averaged. The cost is one network run per pass (flip and scales multiply: flip with two extra scales is 6)."""
+
+    __test__ = False  # not a pytest class, whatever its name says
+    flip: bool = True
+    scales: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self):
+        scales = tuple(float(scale) for scale in self.scales)
+        if not scales or any(not np.isfinite(scale) or not 0.25 <= scale <= 4.0 for scale in scales):
+            raise ConfigError(f"test-time scales must be between 0.25 and 4, got {list(self.scales)}; e.g. 0.75 1 1.25")
+        object.__setattr__(self, "scales", tuple(sorted(set(scales) | {1.0})))
+
+    @property
+    def passes(self) -> int:
+        return len(self.scales) * (2 if self.flip else 1)
+
+    @classmethod
+    def parse(cls, spec) -> "TestTimeAugmentation | None":
+        """None, "none", "flip", "scales:0.75,1.25" or "flip+scales:0.75,1.25" (the CLI's --tta), or an instance."""
+        if spec is None or isinstance(spec, cls):
+            return spec
+        text = str(spec).strip().lower()
+        if text in ("", "none", "off"):
+            return None
+        flip, scales = False, (1.0,)
+        for part in text.split("+"):
+            if part == "flip":
+                flip = True
+            elif part.startswith("scales:"):
+                try:
+                    scales = tuple(float(value) for value in part[len("scales:"):].split(",") if value.strip())
+                except ValueError:
+                    raise ConfigError(f"--tta {spec}: scales must be numbers, e.g. flip+scales:0.75,1.25") from None
+            else:
+                raise ConfigError(f"unknown test-time augmentation {part!r} in {spec!r}; use flip, "
+                                  "scales:0.75,1.25 or flip+scales:0.75,1.25 (or none)")
+        return cls(flip=flip, scales=scales)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Runners
 # --------------------------------------------------------------------------------------------------------------
@@ -343,7 +394,7 @@ class Segmenter(ConfigClasses):
     in segcore.export.cache_dir() for the next load of the same weights) and runs that on the CPU."""
 
     def __init__(self, model: nn.Module, config: dict | None = None, device: str | torch.device | None = None,
-                 runtime: str = "torch"):
+                 runtime: str = "torch", tta: TestTimeAugmentation | str | None = None):
         config = config if config is not None else getattr(model, "segcore_config", None)
         if not config or "normalization" not in config:
             raise ConfigError(
@@ -356,6 +407,12 @@ class Segmenter(ConfigClasses):
         self.config = config
         self.device = resolve_device(device)
         self.model = model.eval()
+        self.tta = TestTimeAugmentation.parse(tta)
+        if (self.tta is not None and self.tta.scales != (1.0,) and runtime == "onnxruntime"
+                and self._onnx_input_size() is not None):
+            raise ConfigError(f"test-time scales need a network that takes any input size; {config['architecture']} "
+                              f"under resize '{config['resize']}' runs in ONNX Runtime at one size only: use "
+                              "runtime='torch' for scales, or flip alone")
         if runtime == "onnxruntime":
             if self.device.type != "cpu":
                 raise SegcoreError("runtime 'onnxruntime' runs on the CPU here; use runtime='torch' for a GPU")
@@ -388,10 +445,10 @@ class Segmenter(ConfigClasses):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None,
-                        runtime: str = "torch") -> "Segmenter":
+                        runtime: str = "torch", tta: TestTimeAugmentation | str | None = None) -> "Segmenter":
         """A segmenter for an installed model's name (segcore.zoo), a saved model folder or a Hub repo id."""
         model = load_pretrained(name_or_path, device="cpu" if runtime == "onnxruntime" else None)
-        return cls(model, device=device, runtime=runtime)
+        return cls(model, device=device, runtime=runtime, tta=tta)
 
     def _prepare(self, image) -> np.ndarray:
         if isinstance(image, (str, os.PathLike)):
@@ -424,11 +481,38 @@ class Segmenter(ConfigClasses):
         batch = np.stack([self.network_input(arrays[index], size, content)
                           for index, content in zip(indices, contents)])
         logits = self.runner(batch)
+        if self.tta is not None:
+            logits = self._augmented_logits(logits, [arrays[index] for index in indices], size, contents)
         for position, index in enumerate(indices):
             results[index] = self._postprocess(logits[position], contents[position], arrays[index].shape[:2])
         elapsed = (time.perf_counter() - start) * 1000.0 / len(indices)
         for index in indices:
             results[index].latency_ms = elapsed
+
+    def _augmented_logits(self, plain: np.ndarray, arrays: list[np.ndarray], size: tuple[int, int],
+                          contents: list[tuple[int, int]]) -> np.ndarray:
+        """The mean of the plain pass's logits (N, C, H, W) and those of every test-time pass, each cropped to its
+        content, resized to the plain pass's content, un-mirrored and laid on the plain pass's grid."""
+        total = np.array(plain, dtype=np.float32)
+        for scale in self.tta.scales:
+            for flip in (False, True) if self.tta.flip else (False,):
+                if scale == 1.0 and not flip:
+                    continue  # the plain pass
+                scaled = (max(8, round(size[0] * scale)), max(8, round(size[1] * scale)))
+                scaled_contents = [(min(scaled[0], max(1, round(height * scale))),
+                                    min(scaled[1], max(1, round(width * scale)))) for height, width in contents]
+                batch = np.stack([self.network_input(np.ascontiguousarray(array[:, ::-1]) if flip else array,
+                                                     scaled, content)
+                                  for array, content in zip(arrays, scaled_contents)])
+                logits = self.runner(batch)
+                for position, ((height, width), (scaled_height, scaled_width)) in enumerate(
+                        zip(contents, scaled_contents)):
+                    crop = logits[position, :, :scaled_height, :scaled_width].transpose(1, 2, 0)
+                    crop = resize_logits(crop, (height, width))
+                    if flip:
+                        crop = crop[:, ::-1]
+                    total[position, :, :height, :width] += crop.transpose(2, 0, 1)
+        return total / self.tta.passes
 
     def network_input(self, array: np.ndarray, size: tuple[int, int], content: tuple[int, int]) -> np.ndarray:
         """uint8 (H, W, 3) -> normalised float32 (3, size) with the image resized to `content`, black below/right."""

@@ -100,6 +100,19 @@ def test_bench_predict_cli_runs_model_and_peer_on_the_same_images(trained_model_
     assert "unknown runtime 'tensorrt'" in capsys.readouterr().err
 
 
+def test_bench_predict_times_test_time_augmentation_beside_the_plain_model(trained_model_dir, squares, tmp_path,
+                                                                          capsys):
+    record = tmp_path / "tta.json"
+    code = main(["bench", "predict", "--model", str(trained_model_dir), "--data", str(squares), "--split", "test",
+                 "--tta", "none", "flip", "--record", str(record)])
+    assert code == 0, capsys.readouterr().err
+    plain, flipped = json.loads(record.read_text())["results"]
+    assert (plain["predictor"], flipped["predictor"]) == ("tiny-unet", "tiny-unet (tta flip)")
+    assert flipped["fg_iou"] > 80 and flipped["fg_iou"] == pytest.approx(plain["fg_iou"], abs=5)
+    assert main(["bench", "predict", "--model", str(trained_model_dir), "--data", str(squares), "--tta", "sideways"]) == 1
+    assert "unknown test-time augmentation 'sideways'" in capsys.readouterr().err
+
+
 def test_bench_webcam_composites_every_frame_at_640x480(trained_model_dir, squares, tmp_path, capsys):
     record = tmp_path / "webcam.json"
     code = main(["bench", "webcam", "--model", str(trained_model_dir), "--images", str(squares / "images"),

@@ -336,3 +336,63 @@ def test_waiting_callers_are_served_first_come_first_served(monkeypatch):
     for thread in threads:
         thread.join()
     assert order == [0, 1, 2, 3, 4] and slots._busy == 0
+
+
+class _RightwardRamp(torch.nn.Module):
+    """Class-1 margin x / width - 0.3 whatever the input: marks the right 70 % of any network input."""
+
+    def forward(self, x):
+        ramp = torch.linspace(0, 1, x.shape[-1]).expand(x.shape[0], x.shape[-2], -1) - 0.3
+        return {"out": torch.stack([torch.zeros_like(ramp), ramp], dim=1)}
+
+
+def test_flip_augmentation_averages_the_mirrored_pass_mapped_back():
+    config = {"architecture": "probe", "num_classes": 2, "class_names": ["background", "right"],
+              "class_colors": [[0, 0, 0], [255, 0, 0]], "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]},
+              "input_size": [48, 64], "resize": "fixed", "task": "semantic"}
+    image = np.zeros((48, 64, 3), np.uint8)
+    plain = segcore.Segmenter(_RightwardRamp(), config, device="cpu").predict(image)
+    assert plain.labels[:, :15].max() == 0 and plain.labels[:, 25:].min() == 1
+    flipped = segcore.Segmenter(_RightwardRamp(), config, device="cpu", tta="flip").predict(image)
+    # the mirrored pass marks the left 70 %, un-mirrored; the mean margin (x - 0.3 + 1 - x - 0.3) / 2 = 0.2
+    np.testing.assert_allclose(flipped.alpha, 1 / (1 + np.exp(-0.2)), atol=1e-5)
+    assert flipped.labels.min() == 1
+
+
+@pytest.mark.parametrize("policy", ["letterbox", "fixed", "max_side", "none"])
+def test_flip_and_scales_keep_an_equivariant_models_answer(policy):
+    """A per-pixel red detector answers the same for the mirrored and rescaled image: test-time augmentation must
+    map each pass back exactly onto the image (letterbox padding, odd sizes) and change little."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 100, (57, 91, 3), dtype=np.uint8)
+    image[10:40, 5:30, 0] = 255  # a red block near the left edge
+    truth = np.zeros((57, 91), bool)
+    truth[10:40, 5:30] = True
+    plain = _red_detector(policy).predict(image)
+    assert _iou(plain.labels == 1, truth) > 0.9
+    flipped = segcore.Segmenter(_RedDetector(), _red_detector(policy).config, device="cpu", tta="flip")
+    assert np.array_equal(flipped.predict(image).labels, plain.labels)
+    augmented = segcore.Segmenter(_RedDetector(), _red_detector(policy).config, device="cpu",
+                                  tta="flip+scales:0.75,1.25")
+    assert augmented.tta.passes == 6 and augmented.tta.scales == (0.75, 1.0, 1.25)
+    result = augmented.predict(image)
+    assert result.labels.shape == (57, 91) and _iou(result.labels == 1, plain.labels == 1) > 0.9
+
+
+def test_test_time_augmentation_settings_are_checked(capsys):
+    from segcore.cli import main
+    from segcore.errors import ConfigError
+    from segcore.inference import TestTimeAugmentation
+
+    assert TestTimeAugmentation.parse("none") is None and TestTimeAugmentation.parse(None) is None
+    assert TestTimeAugmentation.parse("scales:1.5").passes == 2
+    for bad, message in [("mirror", "unknown test-time augmentation 'mirror'"), ("scales:big", "scales must be"),
+                         ("scales:0.1", "between 0.25 and 4")]:
+        with pytest.raises(ConfigError, match=message):
+            TestTimeAugmentation.parse(bad)
+    config = _red_detector("fixed").config
+    with pytest.raises(ConfigError, match="runs in ONNX Runtime at one size only"):
+        segcore.Segmenter(segcore.create_model("unet", num_classes=2, width=4), config, device="cpu",
+                          runtime="onnxruntime", tta="scales:0.75")
+    assert main(["eval", "--peer", "mediapipe", "--tta", "flip", "--data", "x"]) == 1
+    assert "--tta augments a trained model's predictions" in capsys.readouterr().err
