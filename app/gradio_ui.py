@@ -3,17 +3,25 @@
 A thin layer over app/services.py: handlers convert between Gradio values and the services' arguments and turn
 SegcoreError into a gr.Error whose message the page shows as it is. Stable API names (for gradio_client scripts):
 remove_background, segment, compare, finetune_start, finetune_status, finetune_cancel, list_models.
+Fine-tuning jobs belong to whoever started them (see job_owner); model pickers follow the catalogue while the app
+runs, so a model fine-tuned a minute ago is offered, and accepted by the API, without a restart.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import secrets
+import tempfile
 import traceback
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from gradio import processing_utils
+from gradio.utils import get_upload_folder
 
 from app import services
 
@@ -23,6 +31,12 @@ log = logging.getLogger("segcore.app")
 
 TERMINAL_STATES = ("finished", "failed", "cancelled")
 CACHE_MAX_AGE_SECONDS = int(services.RESULT_MAX_AGE_SECONDS)
+MODEL_REFRESH_SECONDS = 5.0  # how often an open page checks the catalogue for models fine-tuned meanwhile
+# localStorage key of the browser's owner token. Gradio sends BrowserState's secret to the page (it only obscures
+# the stored value), and a secret that changed at each launch would make every browser lose its token, and so its
+# jobs, when the app restarts: it is fixed.
+OWNER_STORAGE_KEY = "segcore-job-owner"
+OWNER_STORAGE_SECRET = "segcore-job-owner-v1"
 
 
 def uploaded_image(**kwargs) -> gr.Image:
@@ -48,12 +62,62 @@ def uploaded_image(**kwargs) -> gr.Image:
     return component
 
 
-# Uploads live in Gradio's cache as .../gradio/<hash>/<original name>; people know the file by its name only.
-UPLOAD_CACHE_PATH = re.compile(r"\S*/gradio/[0-9a-f]{16,}/")
+# Uploads live in Gradio's cache as <upload folder>/<content hash>/<original name>; people know the file by its
+# name only. The upload folder is GRADIO_TEMP_DIR (any path, spaces included) or <temp>/gradio, so it is stripped
+# as Gradio names it; the pattern catches a cache path however its folder was spelled (relative, via a symlink):
+# a path whose last folder is a hex digest.
+UPLOAD_CACHE_PATH = re.compile(r"[^\s'\"]*/[0-9a-f]{16,}/")
+
+
+def _upload_folder_spellings() -> list[str]:
+    """Gradio's upload folder as configured, absolute and resolved; longest first, so none is left half-stripped."""
+    folder = get_upload_folder()
+    spellings = {spelling.rstrip("/") for spelling in (folder, os.path.abspath(folder), os.path.realpath(folder))}
+    return sorted((spelling for spelling in spellings if spelling), key=len, reverse=True)
 
 
 def shown_message(error: Exception) -> str:
-    return UPLOAD_CACHE_PATH.sub("", str(error))
+    text = str(error)
+    for folder in _upload_folder_spellings():
+        text = re.sub(re.escape(folder) + r"/(?:[0-9a-f]{16,}/)?", "", text)
+    return UPLOAD_CACHE_PATH.sub("", text)
+
+
+def _save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's processing_utils.save_pil_to_cache, writing each file once, whole.
+
+    Gradio stores every picture a handler returns as <cache>/<hash of its bytes>/image.<format> and rewrites that
+    file in place each time. Requests with the same result (the same photo and model) share the file, so a client
+    still downloading it for one request read it while another request truncated it: broken downloads under load
+    (issue 17, 8 clients for 60 s). Here a new file is written under a temporary name and renamed into place (as
+    Gradio's save_file_to_cache already does for uploads); an existing one is only touched, so the cache's
+    age-based cleanup (delete_cache, by ctime) keeps it for its new user.
+    """
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    try:
+        os.utime(path)
+        return str(path)
+    except FileNotFoundError:
+        pass
+    handle, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
+# every component that returns pictures (Image, AnnotatedImage and its masks, Gallery, ImageSlider) calls it
+# through the module, and save_img_array_to_cache through its module globals; a Gradio without the helpers this
+# relies on keeps its own function (tests/app/test_concurrent_results.py then shows the race again)
+if all(hasattr(processing_utils, helper) for helper in ("save_pil_to_cache", "encode_pil_to_bytes", "hash_bytes")):
+    processing_utils.save_pil_to_cache = _save_pil_to_cache_atomically
 
 
 def user_errors(function):
@@ -132,16 +196,41 @@ def compare(image, models=None, ground_truth=None):
     return gallery, table, result.disagreement, info
 
 
+def job_owner(owner_token=None, request: gr.Request | None = None) -> str:
+    """Whose fine-tuning jobs a request may see and act on: its owner token, else its Gradio session.
+
+    The page passes a random token kept in the browser's localStorage (gr.BrowserState, made at the first visit by
+    _browser_owner), because Gradio's session changes at every reload and the Fine-tune tab must list a person's
+    jobs after reloads and app restarts. A gradio_client script is one session for the Client's lifetime (its
+    session_hash), so two Clients never see each other's jobs; a script that must find its jobs again from a new
+    Client passes the same owner_token. A token is a bearer secret: whoever has it owns the jobs (services stores
+    only its digest). With --admin (SEGCORE_ADMIN=1) every caller sees every job.
+    """
+    if owner_token is not None and str(owner_token).strip():
+        return str(owner_token)
+    session = getattr(request, "session_hash", None)
+    if not session:
+        raise SegcoreError("this request has no session and no owner_token; pass owner_token (any string only you "
+                           "know) to find your jobs")
+    return f"session:{session}"
+
+
+def _browser_owner(stored):
+    """The page's owner token: the one this browser stored at an earlier visit, else a new random one."""
+    return stored if isinstance(stored, str) and len(stored) >= 16 else secrets.token_urlsafe(24)
+
+
 @user_errors
 def finetune_start(upload=None, sample=None, base="scratch: unet", epochs=5, lr=1e-3, batch_size=8, input_size=128,
-                   freeze_encoder=False, name=None):
+                   freeze_encoder=False, name=None, owner_token=None, request: gr.Request = None):
     """(job id, status, problems). What keeps the job from starting goes to the problems panel, one line each, and
     stays there (a toast would vanish); the job id is then empty. The numbers go to services unconverted: it
-    checks them (NaN, infinity, out of range) with the rest."""
+    checks them (NaN, infinity, out of range) with the rest. The job belongs to job_owner(owner_token, request)."""
     try:
         status = services.finetune_start(upload=upload, sample=sample or None, base=base, epochs=epochs, lr=lr,
                                          batch_size=batch_size, input_size=input_size,
-                                         freeze_encoder=bool(freeze_encoder), name=name or None)
+                                         freeze_encoder=bool(freeze_encoder), name=name or None,
+                                         owner=job_owner(owner_token, request))
     except services.FinetuneProblems as error:
         shown = [shown_message(ValueError(problem)) for problem in error.problems]
         return "", gr.skip(), "**The fine-tune cannot start; fix these and press Start again:**\n\n" + "\n".join(
@@ -153,19 +242,21 @@ def finetune_start(upload=None, sample=None, base="scratch: unet", epochs=5, lr=
 
 
 @user_errors
-def finetune_status(job_id=None):
-    status = services.finetune_status(job_id or None)
+def finetune_status(job_id=None, owner_token=None, request: gr.Request = None):
+    """(status text, loss curve, metric curves, model zip, status) of one of the caller's jobs (job_owner), the
+    newest without an id."""
+    status = services.finetune_status(job_id or None, owner=job_owner(owner_token, request))
     archive = services.finished_model_archive(status)
     download = None if archive is None else str(archive)
     losses, metrics = services.job_curves(status)
     return services.job_status_text(status), losses, metrics, download, status
 
 
-def _job_list(selected=None):
-    """The job picker (every job on disk, newest first) and the jobs table, from services; `selected` (a job id)
-    is picked, else the newest job."""
+def _job_list(selected=None, owner=None):
+    """The job picker (the jobs of `owner`, a job_owner token, newest first; every job in admin mode or without
+    an owner) and the jobs table, from services; `selected` (a job id) is picked, else the newest job."""
     try:
-        rows = services.finetune_jobs()
+        rows = services.finetune_jobs(owner)
     except SegcoreError as error:  # another app runs this jobs folder
         return gr.update(choices=[], value=None, info=shown_message(error)), pd.DataFrame()
     choices = [(services.job_label(row), row["id"]) for row in rows]
@@ -176,8 +267,9 @@ def _job_list(selected=None):
 
 
 @user_errors
-def finetune_cancel(job_id=None):
-    return services.job_status_text(services.finetune_cancel(job_id or None))
+def finetune_cancel(job_id=None, owner_token=None, request: gr.Request = None):
+    """Cancel one of the caller's jobs (job_owner); the newest queued or running one without an id."""
+    return services.job_status_text(services.finetune_cancel(job_id or None, owner=job_owner(owner_token, request)))
 
 
 def list_models() -> list[dict]:
@@ -192,6 +284,15 @@ def _model_updates() -> tuple:
     everything = services.model_names()
     return (gr.update(choices=background), gr.update(choices=everything), gr.update(choices=everything),
             gr.update(choices=services.finetune_base_choices()))
+
+
+def _refresh_models(known):
+    """The pickers' choices and the names they now hold, when the catalogue differs from `known` (the names the
+    page last got): a model fine-tuned by anyone meanwhile is offered without a reload."""
+    names = services.model_names()
+    if names == known:
+        return (gr.skip(),) * 5
+    return (*_model_updates(), names)
 
 
 # Photo and result sit side by side at this height, with the settings beside them, so a 1366x900 screen shows
@@ -219,12 +320,17 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="segcore", delete_cache=(CACHE_MAX_AGE_SECONDS, CACHE_MAX_AGE_SECONDS)) as demo:
         gr.Markdown("# segcore\nSemantic segmentation: remove backgrounds, explore and compare models, fine-tune "
                     f"your own. Images larger than {services.APP_MAX_SIDE} px on the longer side are downscaled.")
+        # This browser's owner token (job_owner), also the owner_token parameter of the job APIs. Outside the
+        # tabs: a component in a tab not yet opened is not mounted, and would hand the page's load event no value.
+        owner = gr.BrowserState(None, storage_key=OWNER_STORAGE_KEY, secret=OWNER_STORAGE_SECRET)
         with gr.Tabs():
             with gr.Tab("Background removal", id="background"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1, min_width=240):
+                        # allow_custom_value: Gradio would refuse an API call naming a model fine-tuned after
+                        # the page was built ("not in the list of choices"); services checks every name
                         bg_model = gr.Dropdown(background_models, value=services.default_background_model(),
-                                               label="Model", elem_id="bg-model")
+                                               label="Model", elem_id="bg-model", allow_custom_value=True)
                         bg_mode = gr.Radio(list(services.BACKGROUND_MODES), value="cutout", label="Mode")
                         bg_strength = gr.Slider(0, 100, value=50, step=1, label="Blur strength")
                         bg_color = gr.ColorPicker(value="#00b140", label="Replacement colour")
@@ -272,7 +378,7 @@ def build_app() -> gr.Blocks:
                     with gr.Column():
                         ex_input = uploaded_image(label="Image", sources=["upload", "webcam"], elem_id="ex-input")
                         ex_model = gr.Dropdown(all_models, value=services.default_explore_model(), label="Model",
-                                               elem_id="ex-model")
+                                               elem_id="ex-model", allow_custom_value=True)
                         ex_class = gr.Dropdown([], value=None, label="Probability heatmap of class (blank: the "
                                                "largest foreground class)", allow_custom_value=True)
                         ex_crf = gr.Checkbox(False, label="Dense CRF refinement (before/after)")
@@ -304,7 +410,7 @@ def build_app() -> gr.Blocks:
                     with gr.Column():
                         cmp_input = uploaded_image(label="Image", sources=["upload", "webcam"], elem_id="cmp-input")
                         cmp_models = gr.Dropdown(all_models, value=_comparable_pair(), multiselect=True, max_choices=4,
-                                                 label="Models (2-4)")
+                                                 label="Models (2-4)", allow_custom_value=True)
                         cmp_truth = gr.File(label="Ground-truth mask (optional: PNG of class indices)",
                                             file_types=["image"], type="filepath")
                         cmp_button = gr.Button("Compare", variant="primary", elem_id="cmp-run")
@@ -340,9 +446,10 @@ def build_app() -> gr.Blocks:
                             ft_cancel = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
                         ft_problems = gr.Markdown(elem_id="ft-problems")
                         ft_job = gr.Textbox(label="Job id", interactive=False, elem_id="ft-job")
-                        ft_pick = gr.Dropdown([], value=None, label="Jobs (every job on disk, newest first)",
+                        whose = "every job on disk (admin)" if services.admin_mode() else "yours"
+                        ft_pick = gr.Dropdown([], value=None, label=f"Jobs ({whose}, newest first)",
                                               elem_id="ft-jobs")
-                        ft_table = gr.Dataframe(label="All jobs", interactive=False, elem_id="ft-table")
+                        ft_table = gr.Dataframe(label=f"Jobs: {whose}", interactive=False, elem_id="ft-table")
                     with gr.Column():
                         ft_status = gr.Markdown("no fine-tuning job yet", elem_id="ft-status")
                         ft_losses = gr.LinePlot(x="epoch", y="value", color="series", title="Training loss")
@@ -351,22 +458,27 @@ def build_app() -> gr.Blocks:
                         ft_json = gr.JSON(label="Status", visible=False)
                 ft_timer = gr.Timer(1.0)
                 ft_start.click(finetune_start, [ft_upload, ft_sample, ft_base, ft_epochs, ft_lr, ft_batch, ft_size,
-                                                ft_freeze, ft_name], [ft_job, ft_status, ft_problems],
+                                                ft_freeze, ft_name, owner], [ft_job, ft_status, ft_problems],
                                api_name="finetune_start").then(
-                    lambda job_id: _job_list(job_id or None), [ft_job], [ft_pick, ft_table], api_visibility="private")
+                    _owned_job_list, [owner, ft_job], [ft_pick, ft_table], api_visibility="private")
                 ft_pick.change(lambda job_id: job_id or gr.skip(), [ft_pick], [ft_job], api_visibility="private",
                                show_progress="hidden")
-                ft_cancel.click(finetune_cancel, [ft_job], [ft_status], api_name="finetune_cancel")
+                ft_cancel.click(finetune_cancel, [ft_job, owner], [ft_status], api_name="finetune_cancel")
                 status_outputs = [ft_status, ft_losses, ft_metrics, ft_download, ft_json]
                 status_event = gr.Button(visible=False)
-                status_event.click(finetune_status, [ft_job], status_outputs, api_name="finetune_status")
-                ft_timer.tick(_poll_status, [ft_job, ft_json],
+                status_event.click(finetune_status, [ft_job, owner], status_outputs, api_name="finetune_status")
+                ft_timer.tick(_poll_status, [ft_job, ft_json, owner],
                               status_outputs + [bg_model, ex_model, cmp_models, ft_base, ft_pick, ft_table],
                               api_visibility="private",
                               show_progress="hidden")
         gr.api(list_models, api_name="list_models")
-        demo.load(lambda: _model_updates(), None, [bg_model, ex_model, cmp_models, ft_base], api_visibility="private")
-        demo.load(lambda: _job_list(), None, [ft_pick, ft_table], api_visibility="private")
+        known_models = gr.State(None)  # the model names this page's pickers hold
+        pickers = [bg_model, ex_model, cmp_models, ft_base, known_models]
+        demo.load(_refresh_models, [known_models], pickers, api_visibility="private")
+        gr.Timer(MODEL_REFRESH_SECONDS).tick(_refresh_models, [known_models], pickers, api_visibility="private",
+                                             show_progress="hidden")
+        demo.load(_browser_owner, [owner], [owner], api_visibility="private").then(
+            _owned_job_list, [owner], [ft_pick, ft_table], api_visibility="private")
     return demo
 
 
@@ -383,7 +495,16 @@ def _class_choices(model):
     return gr.update(choices=services.class_choices(model), value=None)
 
 
-def _poll_status(job_id, previous):
+def _owned_job_list(owner_token, selected=None, request: gr.Request = None):
+    """_job_list for the page's owner (job_owner), `selected` picked."""
+    try:
+        owner = job_owner(owner_token, request)
+    except SegcoreError as error:
+        return gr.update(choices=[], value=None, info=shown_message(error)), pd.DataFrame()
+    return _job_list(selected or None, owner)
+
+
+def _poll_status(job_id, previous, owner_token, request: gr.Request):
     """Timer tick: refresh the job's progress; refresh model pickers when a job has just finished. A job that had
     already ended at the previous tick is left alone (no new curves, no new download zip every second). The job
     list is refreshed when the job changes state."""
@@ -391,20 +512,25 @@ def _poll_status(job_id, previous):
         return (gr.skip(),) * 11
     previous = previous or {}
     try:
-        state = services.finetune_status(job_id).get("state")
+        owner = job_owner(owner_token, request)
+        state = services.finetune_status(job_id, owner=owner).get("state")
         if previous.get("id") == job_id and previous.get("state") in TERMINAL_STATES and previous["state"] == state:
             return (gr.skip(),) * 11
-        text, losses, metrics, download, status = finetune_status(job_id)
+        text, losses, metrics, download, status = finetune_status(job_id, owner_token, request)
     except (gr.Error, SegcoreError) as error:
         return (shown_message(error),) + (gr.skip(),) * 10
     finished_now = status.get("state") == "finished" and previous.get("state") != "finished"
     pickers = _model_updates() if finished_now else (gr.skip(),) * 4
     changed = previous.get("id") != job_id or previous.get("state") != status.get("state")
-    jobs = _job_list(job_id) if changed else (gr.skip(),) * 2
+    jobs = _job_list(job_id, owner) if changed else (gr.skip(),) * 2
     return (text, losses, metrics, download, status) + tuple(pickers) + tuple(jobs)
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True) -> gr.Blocks:
+def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True,
+           admin: bool = False) -> gr.Blocks:
+    """Serve the app; `admin`: every caller sees and may cancel every fine-tuning job (as SEGCORE_ADMIN=1)."""
+    if admin:
+        services.set_admin(True)
     services.start_job_manager()  # jobs a stopped app left queued or running resume now, not when the tab opens
     demo = build_app()
     demo.queue(default_concurrency_limit=2)

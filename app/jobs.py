@@ -3,7 +3,10 @@
 Each job is a folder ROOT/JOB_ID with job.json (written by the manager only), recipe.yaml, progress.json (written
 by the training process only), log.txt and run/ (the trainer's outputs). A job trains in a child process
 (`python -m app.jobs JOB_DIR`), so the UI keeps its GIL and cores and a cancel can always end it; on CPU the child
-uses at most half the cores at a lower priority. Jobs found running by a fresh manager resume from trainer_state.pt.
+uses at most half the cores at a lower priority. Jobs found running by a fresh manager resume from trainer_state.pt,
+and so does a job whose training process the kernel killed (SIGKILL, what the out-of-memory killer sends), a
+bounded number of times. A job may carry an owner (an opaque key the app derives from a browser's or client's
+token): status, cancel and the job list then act only on that owner's jobs, and queue caps count per owner.
 A job that starts from a saved model first scores that model on the job's own validation split, so its status can
 say when fine-tuning made the model worse. Messages and errors name files relative to the dataset and the job
 folder, never by their server paths.
@@ -15,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,9 +46,14 @@ CANCEL_FILE = "CANCEL"
 RUN_FOLDER = "run"
 LOCK_FILE = ".lock"
 TERMINAL_STATES = ("finished", "failed", "cancelled")
+KILL_SIGNAL = getattr(signal, "SIGKILL", 9)  # a child ended by it exits with -KILL_SIGNAL
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROGRESS_FIELDS = ("stage", "epoch", "epochs", "step", "steps", "device", "loss", "lr", "eta_seconds", "metrics",
                    "metric", "history", "resumed_from", "updated", "start_metric", "best_value", "worse_than_start")
+
+
+class JobQueueFull(SegcoreError):
+    """The queue cap (per owner or overall) is reached; the message says which and what to do."""
 
 
 def default_cpu_threads() -> int:
@@ -107,10 +116,16 @@ class JobManager:
 
     def __init__(self, root: str | os.PathLike = "runs/app-jobs", *, cpu_threads: int | None = None,
                  autostart: bool = True, cancel_grace_seconds: float = 10.0, poll_seconds: float = 0.2,
-                 on_end: Callable[[dict], None] | None = None):
+                 on_end: Callable[[dict], None] | None = None, max_active: int | None = None,
+                 max_active_per_owner: int | None = None, max_kill_retries: int = 2):
         """`on_end(record)` is called once a job has ended (finished, failed or cancelled), e.g. to remove the
-        data it was trained on; its errors are logged, never raised."""
+        data it was trained on; its errors are logged, never raised. `max_active` and `max_active_per_owner` cap
+        the jobs queued or running at once (None: no cap); `max_kill_retries` is how often a job whose training
+        process was SIGKILLed is resumed before it fails."""
         self.on_end = on_end
+        self.max_active = max_active
+        self.max_active_per_owner = max_active_per_owner
+        self.max_kill_retries = max(0, int(max_kill_retries))
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.cpu_threads = max(1, int(cpu_threads or default_cpu_threads()))
@@ -138,13 +153,16 @@ class JobManager:
                 self._thread.start()
 
     def submit(self, config: TrainConfig | dict, name: str | None = None, *, notes: list[str] | None = None,
-               start_model: str | None = None) -> str:
+               start_model: str | None = None, owner: str | None = None) -> str:
         """Validate `config` and queue it; returns the job id (sortable by submission time). `notes` are lines the
-        job's status always shows (how its data was split ...); `start_model` names the model it fine-tunes."""
+        job's status always shows (how its data was split ...); `start_model` names the model it fine-tunes;
+        `owner` files the job under that key (None: no owner, seen only by callers that ask for every job).
+        Raises JobQueueFull past the queue caps."""
         config = validate_job_config(config)
         with self._lock:
             if self._stopping:
                 raise SegcoreError("the job manager is shut down; restart the app to queue jobs")
+            self.check_capacity(owner)
             job_id = self._new_id()
             job_dir = self.root / job_id
             job_dir.mkdir()
@@ -168,16 +186,32 @@ class JobManager:
                 "init_from": config.init_from,
                 "start_model": start_model,
                 "notes": [str(note) for note in notes or []],
+                "owner": owner,
+                "kills": 0,
             }
             self._jobs[job_id] = record
             self._save(record)
             self._lock.notify_all()
         return job_id
 
-    def status(self, job_id: str) -> dict:
-        """Everything a UI shows about a job: state, queue position, progress, curves' history, error, folders."""
+    def check_capacity(self, owner: str | None = None) -> None:
+        """Raise JobQueueFull when one more job (of `owner`) would pass a queue cap: callers check before costly
+        preparation (unpacking an upload), submit checks again."""
         with self._lock:
-            record = dict(self._record(job_id))
+            active = [record for record in self._jobs.values() if record["state"] in ("queued", "running")]
+            own = [record for record in active if record.get("owner") == owner]
+            if owner is not None and self.max_active_per_owner is not None and len(own) >= self.max_active_per_owner:
+                raise JobQueueFull(f"you already have {len(own)} fine-tuning job(s) queued or running, the most one "
+                                   f"person may have; wait for one to end or cancel one, then start again")
+            if self.max_active is not None and len(active) >= self.max_active:
+                raise JobQueueFull(f"the app already has {len(active)} fine-tuning jobs queued or running, its "
+                                   f"limit; wait a few minutes for some to end, then start again")
+
+    def status(self, job_id: str, owner: str | None = None) -> dict:
+        """Everything a UI shows about a job: state, queue position, progress, curves' history, error, folders.
+        With `owner`, only that owner's jobs are found (another's is "no job", as an unknown id)."""
+        with self._lock:
+            record = dict(self._record(job_id, owner))
             queued = self._queued_ids()
         job_dir = self.root / job_id
         progress = self._read_progress(job_id)
@@ -196,10 +230,11 @@ class JobManager:
             status["message"] = progress["message"]  # the child's own words: "training on cuda", ...
         return status
 
-    def jobs(self) -> list[dict]:
-        """Every job's status, newest first."""
+    def jobs(self, owner: str | None = None) -> list[dict]:
+        """Every job's status (with `owner`: that owner's jobs only), newest first."""
         with self._lock:
-            ordered = sorted(self._jobs.values(), key=lambda record: (record["created"], record["id"]), reverse=True)
+            mine = [record for record in self._jobs.values() if owner is None or record.get("owner") == owner]
+            ordered = sorted(mine, key=lambda record: (record["created"], record["id"]), reverse=True)
             ids = [record["id"] for record in ordered]
         return [self.status(job_id) for job_id in ids]
 
@@ -211,11 +246,12 @@ class JobManager:
         return [(record["name"], Path(record["model_dir"])) for record in finished
                 if record.get("model_dir") and (Path(record["model_dir"]) / "config.json").is_file()]
 
-    def cancel(self, job_id: str) -> dict:
+    def cancel(self, job_id: str, owner: str | None = None) -> dict:
         """Cancel a job: a queued one at once, a running one after its current training step. Returns its status,
-        whose message says what happened (cancelling a job that already ended changes nothing and says so)."""
+        whose message says what happened (cancelling a job that already ended changes nothing and says so). With
+        `owner`, only that owner's jobs can be cancelled."""
         with self._lock:
-            record = self._record(job_id)
+            record = self._record(job_id, owner)
             state = record["state"]
             if state in TERMINAL_STATES:
                 return {**self.status(job_id), "message": f"job {record['name']} has already {state}; "
@@ -276,8 +312,9 @@ class JobManager:
             pass
         except OSError:
             handle.close()
-            raise SegcoreError(f"{self.root}: another segcore app is already running these jobs; stop it first or "
-                               f"give this one another jobs folder") from None
+            # named by its folder's name only: the message reaches web pages, which must not see server paths
+            raise SegcoreError(f"another segcore app is already running these jobs (the jobs folder "
+                               f"{self.root.name}); stop it first or give this one another runs folder") from None
         return handle
 
     def _release_root(self) -> None:
@@ -307,11 +344,15 @@ class JobManager:
     def _save(self, record: dict) -> None:
         write_json_atomic(self.root / record["id"] / JOB_FILE, record)
 
-    def _record(self, job_id: str) -> dict:
+    def _record(self, job_id: str, owner: str | None = None) -> dict:
+        """The job's record; with `owner`, another owner's job is as unknown as a made-up id (job ids are
+        timestamps, easy to guess), and the message lists only the owner's own jobs."""
         record = self._jobs.get(job_id)
-        if record is None:
-            known = ", ".join(sorted(self._jobs)) or "none"
-            raise SegcoreError(f"no job {job_id!r} in {self.root}; pick one of the known jobs: {known}")
+        if record is None or (owner is not None and record.get("owner") != owner):
+            known = ", ".join(sorted(key for key, value in self._jobs.items()
+                                     if owner is None or value.get("owner") == owner)) or "none"
+            raise SegcoreError(f"no job {job_id!r}{' of yours' if owner is not None else ''}; pick one of the "
+                               f"known jobs: {known}")
         return record
 
     def _queued_ids(self) -> list[str]:
@@ -404,8 +445,8 @@ class JobManager:
                     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                env=environment, start_new_session=True)
             except OSError as error:
-                self._end(record, "failed", message="failed to start", error=f"could not start the training process: "
-                                                                              f"{error}")
+                self._end(record, "failed", message="failed to start",
+                          error=without_paths(f"could not start the training process: {error}", record, job_dir))
                 return
             self._process = process
             record["pid"] = process.pid
@@ -451,6 +492,26 @@ class JobManager:
             self._save(record)
         elif reported == "cancelled":
             self._end(record, "cancelled", message="stopped from outside the app")
+        elif return_code == -KILL_SIGNAL:
+            # The kernel's out-of-memory killer sends SIGKILL: nothing in the child could react, but its last
+            # trainer_state.pt is intact, so the job resumes from there, a bounded number of times (memory that
+            # ran out once may run out again).
+            kills = record.get("kills", 0) + 1
+            record["kills"] = kills
+            if kills <= self.max_kill_retries:
+                record["notes"] = [*record.get("notes", []),
+                                   f"attempt {attempt}: the training process was killed (SIGKILL, what the "
+                                   f"out-of-memory killer sends); resumed from its last finished epoch (retry "
+                                   f"{kills} of {self.max_kill_retries})"]
+                record.update(state="queued", pid=None, message="the training process was killed; it resumes from "
+                                                                "its last finished epoch")
+                self._save(record)
+            else:
+                self._end(record, "failed", message="failed",
+                          error=f"the training process was killed {kills} time(s) (SIGKILL, what the out-of-memory "
+                                f"killer sends) and resumed {self.max_kill_retries} time(s); use a smaller batch "
+                                f"size or input size, or free memory on the server, then start again; the full log "
+                                f"is {LOG_FILE} in job {record['id']}")
         else:
             last_line = last_log_line(job_dir / LOG_FILE)
             self._end(record, "failed", message="failed",
@@ -459,15 +520,20 @@ class JobManager:
                                           f"job {record['id']}", record, job_dir))
 
 
+# An absolute POSIX path not inside a word, a URL or a relative path ("1/2" and "a / b" are no paths).
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])(?:/[^\s/:'\"(),;]+)+/?")
+
+
 def without_paths(text: str, record: dict, job_dir: Path) -> str:
     """`text` with the server's folders taken out: files inside the dataset by their names in the upload, the job's
-    own folder and the starting model by name."""
+    own folder and the starting model by name, and any other absolute path (a library's file in a traceback, the
+    runs folder) by its last part."""
     replacements = [(record.get("data"), "the dataset"), (str(job_dir), f"job {record['id']}"),
                     (record.get("init_from"), record.get("start_model") or "the starting model")]
     for folder, name in replacements:
         if folder:
             text = text.replace(f"{folder}{os.sep}", "").replace(str(folder), name)
-    return text
+    return ABSOLUTE_PATH.sub(lambda match: Path(match.group()).name or "/", text)
 
 
 def last_log_line(path: Path) -> str:

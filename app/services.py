@@ -10,6 +10,7 @@ the result says so.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
 import logging
@@ -23,7 +24,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -86,7 +86,13 @@ def default_explore_model() -> str | None:
 
 
 def find_model(name: str | None) -> CatalogEntry:
-    return segcore.zoo.find(name, weights_dir=WEIGHTS_DIR, runs_dir=RUNS_DIR)
+    """The installed model called `name`; an unknown name's message lists the installed models, with the app's
+    folders named by role, not by their server paths (any API caller can send any name)."""
+    try:
+        return segcore.zoo.find(name, weights_dir=WEIGHTS_DIR, runs_dir=RUNS_DIR)
+    except segcore.zoo.ModelNotFoundError as error:
+        text = str(error).replace(str(RUNS_DIR / segcore.zoo.APP_JOBS_FOLDER), "the app's fine-tuning jobs")
+        raise segcore.zoo.ModelNotFoundError(text.replace(str(WEIGHTS_DIR), "the app's weights folder")) from None
 
 
 def architectures() -> list[dict]:
@@ -206,7 +212,8 @@ def load_image(source, max_side: int = APP_MAX_SIDE, what: str = "image") -> Loa
 # they were written (the UI has long since served or copied them), so the folder stays bounded however many
 # requests come.
 RESULTS_DIR = Path(tempfile.gettempdir()) / "segcore-app-results"
-RESULT_MAX_AGE_SECONDS = 600.0
+# SEGCORE_RESULT_MAX_AGE shortens it for soak runs (tests/soak), so the folders visibly level off within minutes
+RESULT_MAX_AGE_SECONDS = float(os.environ.get("SEGCORE_RESULT_MAX_AGE", 600.0))
 
 
 def prune_results(max_age: float | None = None, now: float | None = None) -> int:
@@ -296,8 +303,12 @@ BACKGROUND_MODES = compose.BACKGROUND_MODES
 
 def remove_background(image, *, model: str | None = None, mode: str = "cutout", blur_strength: float = 50.0,
                       background_color: str = "#ffffff", background_image=None, refine_edges: bool = True,
-                      crf: bool = False, smoother: compose.TemporalSmoother | None = None) -> BackgroundResult:
-    """Cut out, blur or replace the background of a portrait. `smoother` carries the mask across webcam frames."""
+                      crf: bool = False, smoother: compose.TemporalSmoother | None = None,
+                      foreground_colours: bool = True) -> BackgroundResult:
+    """Cut out, blur or replace the background of a portrait. `smoother` carries the mask across webcam frames.
+    `foreground_colours`: estimate the person's own colours in the soft edge (compose.estimate_foreground), so the
+    old background does not show through a new one (40 % less halo on the Shen validation photos, 30-45 ms a
+    600x800 photo on 2 busy cores; docs/benchmarks.md); the webcam leaves it out to keep its frame rate."""
     started = time.perf_counter()
     if mode not in BACKGROUND_MODES:
         raise SegcoreError(f"unknown mode {mode!r}; use one of {', '.join(BACKGROUND_MODES)}")
@@ -313,12 +324,11 @@ def remove_background(image, *, model: str | None = None, mode: str = "cutout", 
     replacement = None
     if mode == "replace" and background_image is not None:
         replacement = load_image(background_image, what="background image").array
-    # segcore's path from photo to result, shared with `python -m segcore cutout`; the app keeps the photo's own
-    # colours (no foreground colour estimation) for now
+    # segcore's path from photo to result, shared with `python -m segcore cutout`
     result, alpha, prediction = compose.predict_and_remove_background(
         get_segmenter(model), picture, mode, refine=refine_edges, crf=crf, crf_max_pixels=CRF_MAX_PIXELS,
         blur_strength=blur_strength, background=replacement if replacement is not None else background_color,
-        foreground_colours=False, smoother=smoother)
+        foreground_colours=foreground_colours, smoother=smoother)
     total = (time.perf_counter() - started) * 1000.0
     return BackgroundResult(result, alpha, model, prediction.latency_ms, total, loaded.notes, original=picture)
 
@@ -357,7 +367,7 @@ class WebcamSession:
         try:
             result = remove_background(frame, model=model, mode=mode, blur_strength=blur_strength,
                                        background_color=background_color, refine_edges=refine_edges,
-                                       smoother=self.smoother)
+                                       smoother=self.smoother, foreground_colours=False)
         except SegcoreError as error:
             self.smoother.reset()
             return WebcamFrame(None, None, str(error))
@@ -597,7 +607,7 @@ def read_ground_truth(source, shape: tuple[int, int], class_names: list[str], cl
     read_mask, decode_binary_mask, colors_to_indices). Accepts index masks (grey or palette PNG), 0/255 binary
     masks of two-class models, and colour masks painted in the models' class colours. Values in `void` (the
     models' declared void labels) become 255 and are left out of the scores. A mask of another size with the
-    image's aspect ratio is resized (nearest neighbour)."""
+    image's aspect ratio is resized (nearest neighbour) before its values are read."""
     from segcore.data.datasets import IGNORE_INDEX, colors_to_indices, decode_binary_mask, read_mask
 
     if source is None or (isinstance(source, str) and not source.strip()):
@@ -610,14 +620,24 @@ def read_ground_truth(source, shape: tuple[int, int], class_names: list[str], cl
         mask = read_mask(source)
     except ImageError as error:  # its message starts with the server path of the upload; people know the name
         raise ImageError(f"the ground-truth mask {name}: {str(error).split(': ', 1)[-1]}") from None
+    if mask.shape[:2] != tuple(shape):
+        height, width = shape
+        if abs(mask.shape[1] / mask.shape[0] - width / height) > 0.02:
+            raise SegcoreError(f"{name}: the ground-truth mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                               f"{width}x{height}; upload the mask made for this image")
+        # nearest neighbour to the image's size before any conversion (any dtype, colour masks too): the int64
+        # labels of a 75-megapixel mask at full size would take 600 MB, each copy of them as much again
+        rows = np.arange(height) * mask.shape[0] // height
+        columns = np.arange(width) * mask.shape[1] // width
+        mask = np.ascontiguousarray(mask[rows[:, None], columns])
     if mask.ndim == 3:
         labels = colors_to_indices(mask, class_colors, ignore_index=-1)
         if (labels == -1).any():
             pixel = mask[labels == -1][0]
             colour = visualize.hex_color([int(channel) for channel in pixel])
-            raise SegcoreError(f"the ground-truth mask has colour {colour}, which is no class colour of the chosen "
-                               f"models ({', '.join(visualize.hex_color(c) for c in class_colors)}); upload a mask of "
-                               "class indices (greyscale PNG) instead")
+            raise SegcoreError(f"{name}: the ground-truth mask has colour {colour}, which is no class colour of the "
+                               f"chosen models ({', '.join(visualize.hex_color(c) for c in class_colors)}); upload a "
+                               "mask of class indices (greyscale PNG) instead")
     elif len(class_names) == 2 and set(np.unique(mask).tolist()) <= {0, 255}:
         labels = decode_binary_mask(mask)
     else:
@@ -627,15 +647,9 @@ def read_ground_truth(source, shape: tuple[int, int], class_names: list[str], cl
     if scored.size and (scored.max() >= len(class_names) or scored.min() < 0):
         bad = int(scored.max()) if scored.max() >= len(class_names) else int(scored.min())
         ignored = ", ".join(map(str, sorted(void | {IGNORE_INDEX})))
-        raise SegcoreError(f"the ground-truth mask holds class index {bad} but the models know "
+        raise SegcoreError(f"{name}: the ground-truth mask holds class index {bad} but the models know "
                            f"{len(class_names)} classes ({', '.join(class_names)}); use indices "
                            f"0..{len(class_names) - 1} ({ignored} = no label)")
-    if labels.shape != shape:
-        height, width = shape
-        if abs(labels.shape[1] / labels.shape[0] - width / height) > 0.02:
-            raise SegcoreError(f"the ground-truth mask is {labels.shape[1]}x{labels.shape[0]} but the image is "
-                               f"{width}x{height}; upload the mask made for this image")
-        labels = cv2.resize(labels.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(np.int64)
     return labels
 
 
@@ -710,6 +724,13 @@ MIN_FINETUNE_PAIRS = 3  # two to train on (batch normalisation needs two samples
 # (label, smallest, largest, whole number) of each number the Fine-tune tab takes
 FINETUNE_NUMBERS = {"epochs": ("epochs", 1, 1000, True), "lr": ("learning rate", 1e-6, 1.0, False),
                     "batch_size": ("batch size", 1, 256, True), "input_size": ("input size", 32, 1024, True)}
+# Jobs queued or running at once: per owner (one browser or API client) and for the whole app. Jobs run one at a
+# time, so a longer queue only makes people wait (20 jobs of 1000 epochs were once queued in 6 s).
+FINETUNE_MAX_ACTIVE_PER_OWNER = 2
+FINETUNE_MAX_ACTIVE = 8
+FINETUNE_KILL_RETRIES = 2  # resumes of a job whose training process was SIGKILLed (out of memory) before it fails
+ADMIN_ENV = "SEGCORE_ADMIN"  # 1: every caller sees and may cancel every job (`python app.py --admin` sets it too)
+_admin = False
 
 
 class FinetuneProblems(SegcoreError):
@@ -721,6 +742,34 @@ class FinetuneProblems(SegcoreError):
                          + "\n".join(f"- {problem}" for problem in self.problems))
 
 
+def set_admin(enabled: bool) -> None:
+    """Admin mode for this process (`python app.py --admin`): see admin_mode()."""
+    global _admin
+    _admin = bool(enabled)
+
+
+def admin_mode() -> bool:
+    """Whether every caller sees and may cancel every job: set_admin(True) or SEGCORE_ADMIN=1."""
+    return _admin or os.environ.get(ADMIN_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def owner_key(token: str) -> str:
+    """The key a job is filed under for an owner's token (a browser's stored token, an API client's session or
+    the token it passes): a digest, so job.json and the status JSON never hold a token that would let a reader act
+    as its owner."""
+    token = str(token).strip()
+    if not token or len(token) > 256:
+        raise SegcoreError("the owner token must be 1 to 256 characters; pass another one, or none to use your "
+                           "session's")
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def _jobs_of(owner: str | None) -> str | None:
+    """The owner key whose jobs `owner` (a token) may see and act on; None, every job, for code in the app's own
+    process (owner None: tests, scripts) and in admin mode. The UIs always pass a token."""
+    return None if owner is None or admin_mode() else owner_key(owner)
+
+
 def job_manager():
     """The app's one JobManager (jobs persisted under RUNS_DIR/app-jobs; a restart resumes them)."""
     global _manager
@@ -728,7 +777,9 @@ def job_manager():
         if _manager is None:
             from app.jobs import JobManager
 
-            _manager = JobManager(RUNS_DIR / "app-jobs", on_end=_remove_job_upload, autostart=False)
+            _manager = JobManager(RUNS_DIR / "app-jobs", on_end=_remove_job_upload, autostart=False,
+                                  max_active=FINETUNE_MAX_ACTIVE, max_active_per_owner=FINETUNE_MAX_ACTIVE_PER_OWNER,
+                                  max_kill_retries=FINETUNE_KILL_RETRIES)
             clean_app_data(_manager.jobs())
             _manager.start()
         return _manager
@@ -1024,9 +1075,14 @@ def _normalization_name(normalization) -> str:
 
 
 def finetune_start(*, upload=None, sample: str | None = None, base: str = "scratch: unet", epochs=5, lr=1e-3,
-                   batch_size=8, input_size=128, freeze_encoder: bool = False, name: str | None = None) -> dict:
-    """Check everything the job could fail on, then queue it and return its status. Raises FinetuneProblems with
-    every problem found (settings, starting point, dataset), one per line, before anything is queued."""
+                   batch_size=8, input_size=128, freeze_encoder: bool = False, name: str | None = None,
+                   owner: str | None = None) -> dict:
+    """Check everything the job could fail on, then queue it under `owner` (a token, see owner_key; None: no
+    owner) and return its status. Raises FinetuneProblems with every problem found (settings, starting point,
+    dataset), one per line, before anything is queued; JobQueueFull (one line) before anything is unpacked when
+    the owner or the app has as many jobs queued or running as allowed."""
+    owner = None if owner is None else owner_key(owner)
+    job_manager().check_capacity(owner)
     numbers, problems = _number_problems({"epochs": epochs, "lr": lr, "batch_size": batch_size,
                                           "input_size": input_size})
     start = None
@@ -1045,26 +1101,49 @@ def finetune_start(*, upload=None, sample: str | None = None, base: str = "scrat
     config = finetune_config(dataset, base, freeze_encoder=freeze_encoder, **numbers)
     start_model = base.split(":", 1)[1].strip() if start is not None else None
     manager = job_manager()
-    job_id = manager.submit(config, name=name or f"{config['model']}-{dataset.name}", notes=notes,
-                            start_model=start_model)
-    status = manager.status(job_id)
+    try:
+        job_id = manager.submit(config, name=name or f"{config['model']}-{dataset.name}", notes=notes,
+                                start_model=start_model, owner=owner)
+    except SegcoreError:  # the queue filled meanwhile: the unpacked upload would be left with no job to remove it
+        _remove_upload_folder(dataset)
+        raise
+    status = public_status(manager.status(job_id))
     status["dataset_report"] = "\n".join([_report_text(prepared.report, dataset), *notes])
     return status
 
 
-def finetune_status(job_id: str | None = None) -> dict:
-    """A job's status (the newest job when no id is given); {} when there is none."""
+# What a job's status may show to the person or API client it belongs to: no server folders, no process ids, no
+# owner key.
+_PRIVATE_STATUS_FIELDS = ("job_dir", "run_dir", "log_path", "data", "init_from", "model_dir", "pid", "orphan_pid",
+                          "owner")
+
+
+def public_status(status: dict) -> dict:
+    """A JobManager status without server paths (what the apps and the API hand out); a finished job names its
+    model as every model list does (`fine_tuned_model`: fine-tuned/NAME)."""
+    if not status:
+        return {}
+    shown = {key: value for key, value in status.items() if key not in _PRIVATE_STATUS_FIELDS}
+    shown["fine_tuned_model"] = (f"{segcore.zoo.FINE_TUNED_PREFIX}{status['name']}"
+                                 if status.get("state") == "finished" and status.get("model_dir") else None)
+    return shown
+
+
+def finetune_status(job_id: str | None = None, owner: str | None = None) -> dict:
+    """A job's status (the newest job when no id is given) as public_status; {} when there is none. With `owner`
+    (a token), only that owner's jobs are found, unless the app runs in admin mode."""
     manager = job_manager()
     if not job_id:
-        jobs = manager.jobs()
-        return jobs[0] if jobs else {}
-    return manager.status(job_id)
+        jobs = manager.jobs(_jobs_of(owner))
+        return public_status(jobs[0]) if jobs else {}
+    return public_status(manager.status(job_id, _jobs_of(owner)))
 
 
-def finetune_jobs() -> list[dict]:
-    """Every job on disk, newest first: what the Fine-tune tab's job picker and table show."""
+def finetune_jobs(owner: str | None = None) -> list[dict]:
+    """The jobs on disk (with `owner`: that owner's, unless in admin mode), newest first: what the Fine-tune tab's
+    job picker and table show."""
     rows = []
-    for status in job_manager().jobs():
+    for status in job_manager().jobs(_jobs_of(owner)):
         start = status.get("start_metric") or {}
         rows.append({"id": status["id"], "name": status["name"], "state": status["state"],
                      "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(status["created"])),
@@ -1153,20 +1232,22 @@ def job_progress(status: dict) -> float:
 
 
 def finished_model_archive(status: dict) -> Path | None:
-    """The zip of a finished job's model (for download); None while the job has not finished."""
-    if status.get("state") == "finished" and status.get("model_dir"):
-        return model_archive(f"fine-tuned/{status['name']}")
+    """The zip of a finished job's model (for download), from its public_status; None while it has not finished."""
+    if status.get("fine_tuned_model"):
+        return model_archive(status["fine_tuned_model"])
     return None
 
 
-def finetune_cancel(job_id: str | None = None) -> dict:
+def finetune_cancel(job_id: str | None = None, owner: str | None = None) -> dict:
+    """Cancel a job (the newest queued or running one when no id is given); with `owner` (a token) only that
+    owner's, unless the app runs in admin mode. Returns its public_status."""
     manager = job_manager()
     if not job_id:
-        active = [job for job in manager.jobs() if job.get("state") in ("queued", "running")]
+        active = [job for job in manager.jobs(_jobs_of(owner)) if job.get("state") in ("queued", "running")]
         if not active:
             raise SegcoreError("no job is queued or running; there is nothing to cancel")
         job_id = active[0]["id"]
-    return manager.cancel(job_id)
+    return public_status(manager.cancel(job_id, _jobs_of(owner)))
 
 
 def model_archive(name: str) -> Path:

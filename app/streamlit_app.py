@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import sys
 import traceback
 from pathlib import Path
@@ -27,6 +28,7 @@ PAGES = ("Background removal", "Explore", "Compare", "Fine-tune")
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"]
 TERMINAL_STATES = ("finished", "failed", "cancelled")
 STATUS_REFRESH_SECONDS = 2.0  # how often a running job's status redraws itself
+OWNER_PARAMETER = "owner"  # the query parameter holding this browser's job owner token
 
 
 @contextlib.contextmanager
@@ -191,9 +193,26 @@ def compare_page() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- fine-tuning
+def job_owner() -> str:
+    """The token this browser's fine-tuning jobs are filed under (services.owner_key), kept in the page's URL as
+    ?owner=TOKEN.
+
+    Streamlit's session (and st.session_state) ends at every reload, and a script can neither read localStorage
+    nor set cookies, while the query string survives reloads and app restarts, so the Fine-tune page keeps listing
+    a person's jobs. The URL is then the key: whoever has it owns the jobs (share a link without ?owner=...).
+    SEGCORE_ADMIN=1 shows every job to everyone.
+    """
+    token = st.query_params.get(OWNER_PARAMETER)
+    if not isinstance(token, str) or not 16 <= len(token) <= 256:
+        token = secrets.token_urlsafe(24)
+        st.query_params[OWNER_PARAMETER] = token
+    return token
+
+
 def finetune_page() -> None:
     st.header("Fine-tune a model on your own images")
     _job_manager_started()
+    owner = job_owner()
     with st.form("ft-form"):
         upload = st.file_uploader("Dataset zip (images/ + masks/, or name.jpg + name_mask.png; split.txt optional)",
                                   type=["zip"], key="ft-upload")
@@ -213,7 +232,7 @@ def finetune_page() -> None:
         try:
             status = services.finetune_start(
                 upload=upload, sample=services.SAMPLE_DATASETS.get(sample), base=base, epochs=epochs, lr=lr,
-                batch_size=batch, input_size=size, freeze_encoder=freeze, name=name.strip() or None)
+                batch_size=batch, input_size=size, freeze_encoder=freeze, name=name.strip() or None, owner=owner)
         except services.FinetuneProblems as error:
             st.error("**The fine-tune cannot start; fix these and press Start again:**\n\n" +
                      "\n".join(f"- {problem}" for problem in error.problems))
@@ -223,20 +242,21 @@ def finetune_page() -> None:
             st.session_state["ft-job"] = status["id"]
             st.success("**Dataset checked:**\n\n" + "\n".join(
                 f"- {line}" for line in status.get("dataset_report", "").splitlines()))
-    jobs_panel()
+    jobs_panel(owner)
 
 
-def jobs_panel() -> None:
-    """The job picker, the picked job's status and the jobs table. While any job is queued or running they redraw
-    together every STATUS_REFRESH_SECONDS (a Streamlit fragment, not the whole page)."""
+def jobs_panel(owner: str) -> None:
+    """The job picker, the picked job's status and the jobs table, of `owner`'s jobs (every job with
+    SEGCORE_ADMIN=1). While any of them is queued or running they redraw together every STATUS_REFRESH_SECONDS (a
+    Streamlit fragment, not the whole page)."""
     with user_errors("listing the fine-tuning jobs"):
-        live = any(row["state"] not in TERMINAL_STATES for row in services.finetune_jobs())
-        st.fragment(_jobs, run_every=STATUS_REFRESH_SECONDS if live else None)()
+        live = any(row["state"] not in TERMINAL_STATES for row in services.finetune_jobs(owner))
+        st.fragment(_jobs, run_every=STATUS_REFRESH_SECONDS if live else None)(owner)
 
 
-def _jobs() -> None:
+def _jobs(owner: str) -> None:
     with user_errors("listing the fine-tuning jobs"):
-        rows = services.finetune_jobs()
+        rows = services.finetune_jobs(owner)
         if not rows:
             st.info("no fine-tuning job yet")
             return
@@ -246,9 +266,9 @@ def _jobs() -> None:
         job_id = st.selectbox("Job", ids, index=ids.index(wanted) if wanted in ids else 0,
                               format_func=labels.get, key=f"ft-picker-{len(ids)}")
         st.session_state["ft-job"] = job_id
-        status = services.finetune_status(job_id)
+        status = services.finetune_status(job_id, owner=owner)
         if status.get("state") not in TERMINAL_STATES and st.button("Cancel this job", key="ft-cancel"):
-            status = services.finetune_cancel(job_id)
+            status = services.finetune_cancel(job_id, owner=owner)
         st.markdown(services.job_status_text(status))
         st.progress(services.job_progress(status))
         losses, metrics = services.job_curves(status)
@@ -259,7 +279,7 @@ def _jobs() -> None:
         if not metrics.empty:
             right.caption("Validation metrics")
             right.line_chart(metrics, x="epoch", y="value", color="series")
-        archive = _model_archive(job_id, status.get("updated"), status.get("state"))
+        archive = _model_archive(job_id, owner, status.get("updated"), status.get("state"))
         if archive is not None:
             name, data = archive
             st.download_button(f"Download the model ({name})", data, file_name=name, mime="application/zip",
@@ -268,10 +288,11 @@ def _jobs() -> None:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _model_archive(job_id: str, updated, state) -> tuple[str, bytes] | None:
+def _model_archive(job_id: str, owner: str, updated, state) -> tuple[str, bytes] | None:
     """(file name, bytes) of a finished job's model zip, made once per job (not at every redraw; the bytes, because
-    the services prune result files after a while); None before it finishes."""
-    path = services.finished_model_archive(services.finetune_status(job_id))
+    the services prune result files after a while); None before it finishes. Cached per owner too: the cache is
+    shared by every session."""
+    path = services.finished_model_archive(services.finetune_status(job_id, owner=owner))
     return None if path is None else (path.name, path.read_bytes())
 
 

@@ -137,6 +137,17 @@ def test_start_and_cancel_a_fine_tune(page, tmp_path):
     expect(page.locator("#ft-table")).to_contain_text("cancelled", timeout=30_000)
     expect(page.locator("#ft-status")).to_contain_text("cancelled", timeout=30_000)
     assert page.locator("#ft-job textarea, #ft-job input").first.input_value() == job_id
+    # another browser (its own localStorage, so its own owner token) does not see this browser's job
+    other = page.context.browser.new_page()
+    try:
+        other.goto(page.url)
+        other.get_by_role("tab", name="Fine-tune").click()
+        other.wait_for_function("localStorage.getItem('segcore-job-owner') !== null")  # its token is made
+        other.wait_for_timeout(3_000)  # then its job list is filled
+        expect(other.locator("#ft-table")).not_to_contain_text("cancelled")
+        assert other.locator("#ft-job textarea, #ft-job input").first.input_value() == ""
+    finally:
+        other.close()
 
     # a bad number is listed in the panel, which stays
     page.locator("#ft-sample input").click()

@@ -1,4 +1,5 @@
-"""app/jobs.py: jobs run one at a time in child processes, report curves, cancel, fail clearly and survive a crash.
+"""app/jobs.py: jobs run one at a time in child processes, report curves, cancel, fail clearly and survive a crash
+(of the app, or of the training process killed by SIGKILL), belong to their owner and queue up to a cap.
 
 Training jobs are width-8 U-Nets on generated shapes (tests/engine/shapes.py), on CPU with one thread; the
 bookkeeping tests use a manager whose worker never starts, so they spawn nothing.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 import yaml
 
 import segcore
-from app.jobs import CANCEL_FILE, JobManager
+from app.jobs import CANCEL_FILE, JobManager, JobQueueFull
 from segcore.errors import SegcoreError
 from tests.engine.shapes import write_shapes_dataset
 
@@ -239,3 +241,81 @@ def test_a_job_survives_an_app_crash_and_resumes_without_losing_epochs(shapes_ro
     # The orphaned training process stopped itself when the app died (after a step, cleanly), before the resume.
     assert log.index("cancelled after") < log.index("=== attempt 2") < log.index("(resuming)")
     assert resumed["model_dir"] and os.path.isdir(resumed["model_dir"])
+
+
+def test_jobs_belong_to_their_owner_and_the_queue_is_capped_per_owner_and_overall(shapes_root, tmp_path):
+    root = tmp_path / "jobs"
+    manager = JobManager(root, autostart=False, max_active=3, max_active_per_owner=2)
+    config = job_config(shapes_root, epochs=1)
+    try:
+        alice = [manager.submit(config, name="alice", owner="alice-key") for _ in range(2)]
+        with pytest.raises(JobQueueFull, match=r"^you already have 2 fine-tuning job\(s\) queued or running, the "
+                                               r"most one person may have; wait for one to end or cancel one"):
+            manager.submit(config, owner="alice-key")
+        bob = manager.submit(config, name="bob", owner="bob-key")
+        with pytest.raises(JobQueueFull, match=r"^the app already has 3 fine-tuning jobs queued or running, its "
+                                               r"limit; wait"):
+            manager.submit(config, owner="carol-key")
+        assert len(os.listdir(root)) == 4  # three job folders and the lock: nothing of the refused ones
+
+        assert [job["id"] for job in manager.jobs(owner="alice-key")] == alice[::-1]
+        assert [job["id"] for job in manager.jobs(owner="bob-key")] == [bob]
+        assert manager.jobs(owner="carol-key") == [] and len(manager.jobs()) == 3  # no owner: every job
+        # another owner's job is "no job", and the message lists only the asker's own jobs
+        with pytest.raises(SegcoreError, match=f"^no job '{alice[0]}' of yours; pick one of the known jobs: {bob}$"):
+            manager.status(alice[0], owner="bob-key")
+        with pytest.raises(SegcoreError, match="of yours"):
+            manager.cancel(alice[0], owner="bob-key")
+        assert manager.status(alice[0])["state"] == "queued"
+        assert manager.cancel(alice[0], owner="alice-key")["state"] == "cancelled"
+        manager.submit(config, name="alice", owner="alice-key")  # an ended job frees its owner's place
+    finally:
+        manager.shutdown()
+    reopened = JobManager(root, autostart=False)  # owners survive a restart
+    try:
+        assert [job["name"] for job in reopened.jobs(owner="bob-key")] == ["bob"]
+        assert len(reopened.jobs(owner="alice-key")) == 3
+    finally:
+        reopened.shutdown()
+
+
+def test_a_sigkilled_training_process_resumes_from_its_last_epoch_and_says_so(shapes_root, tmp_path):
+    with JobManager(tmp_path / "jobs", cpu_threads=1, max_kill_retries=2) as manager:
+        job_id = manager.submit(job_config(shapes_root, epochs=4), name="oom")
+        first = wait_until(lambda: (status := manager.status(job_id))["history"] and status, 90, "the first epoch")
+        os.kill(first["pid"], signal.SIGKILL)  # what the kernel's out-of-memory killer sends
+        requeued = wait_until(lambda: (status := manager.status(job_id))["attempts"] == 2 and status, 30, "a retry")
+        resumed = manager.wait(job_id, timeout=120)
+    assert any("killed (SIGKILL" in note and "retry 1 of 2" in note for note in requeued["notes"])
+    assert resumed["state"] == "finished", resumed["error"]
+    assert (resumed["attempts"], resumed["kills"]) == (2, 1)
+    assert 1 <= resumed["resumed_from"]["epoch"] < 4, "the job restarted from scratch instead of resuming"
+    assert [record["epoch"] for record in resumed["history"]] == [1, 2, 3, 4]
+    assert resumed["history"][0]["train_loss"] == pytest.approx(first["history"][0]["train_loss"])
+    assert resumed["notes"] == [f"attempt 1: the training process was killed (SIGKILL, what the out-of-memory killer "
+                                f"sends); resumed from its last finished epoch (retry 1 of 2)"]
+
+
+def test_a_job_killed_more_often_than_it_may_be_retried_fails_with_a_clear_message(shapes_root, tmp_path):
+    with JobManager(tmp_path / "jobs", cpu_threads=1, max_kill_retries=1) as manager:
+        job_id = manager.submit(job_config(shapes_root, epochs=50))
+        for attempt in (1, 2):
+            pid = wait_until(lambda: (status := manager.status(job_id))["attempts"] == attempt and status["pid"], 60,
+                             f"attempt {attempt} to start")
+            os.kill(pid, signal.SIGKILL)
+        failed = manager.wait(job_id, timeout=60)
+    assert (failed["state"], failed["attempts"], failed["kills"]) == ("failed", 2, 2)
+    assert failed["error"] == ("the training process was killed 2 time(s) (SIGKILL, what the out-of-memory killer "
+                               "sends) and resumed 1 time(s); use a smaller batch size or input size, or free memory "
+                               f"on the server, then start again; the full log is log.txt in job {job_id}")
+
+
+def test_job_errors_name_no_server_path(tmp_path):
+    from app.jobs import without_paths
+
+    record = {"id": "20250101-000000-0000", "data": "/srv/runs/app-data/upload-1"}
+    text = ("Traceback: File \"/usr/lib/python3/site-packages/torch/nn/functional.py\", line 3; cannot write "
+            "/srv/runs/app-jobs/other/run/best (disk full); epoch 1/2; see https://pytorch.org/docs")
+    cleaned = without_paths(text, record, Path("/srv/runs/app-jobs") / record["id"])
+    assert cleaned == ("Traceback: File \"functional.py\", line 3; cannot write best (disk full); epoch 1/2; see "
+                       "https://pytorch.org/docs")

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from app import services
+from segcore import compose
 from segcore.errors import SegcoreError
 
 
@@ -35,16 +36,25 @@ def test_remove_background_modes(app_dirs, square_photo):
     path, image, mask = square_photo
     cut = services.remove_background(str(path), model="squares-a", mode="cutout")
     assert cut.image.shape == (*image.shape[:2], 4) and cut.image.dtype == np.uint8
-    assert np.array_equal(cut.image[..., :3], image)
+    opaque_or_clear = (cut.alpha <= 1e-3) | (cut.alpha >= 1 - 1e-3)  # the photo's own colours, soft edges aside
+    assert np.array_equal(cut.image[..., :3][opaque_or_clear], image[opaque_or_clear])
     assert iou(cut.image[..., 3] > 127, mask == 1) > 0.8
     assert cut.latency_ms > 0 and cut.total_ms >= cut.latency_ms
 
     green = services.remove_background(image, model="squares-a", mode="replace", background_color="#00ff00",
-                                       refine_edges=False)
+                                       refine_edges=False, foreground_colours=False)
     alpha = green.alpha[..., None]
     expected = alpha * image + (1.0 - alpha) * np.array([0, 255, 0])
     assert np.abs(green.image - expected).max() <= 1.0
     assert iou(green.alpha > 0.5, mask == 1) > 0.8
+    # by default the soft edge gets the person's estimated colours (no halo of the old background)
+    default = services.remove_background(image, model="squares-a", mode="replace", background_color="#00ff00",
+                                         refine_edges=False)
+    foreground = compose.estimate_foreground(image, default.alpha)
+    expected = alpha * foreground + (1.0 - alpha) * np.array([0, 255, 0])
+    assert np.abs(default.image - expected).max() <= 1.0
+    soft = (green.alpha > 0.05) & (green.alpha < 0.95)
+    assert soft.sum() > 50 and np.abs(default.image[soft].astype(int) - green.image[soft]).mean() > 1
 
     blurred = services.remove_background(image, model="squares-a", mode="blur", blur_strength=80, crf=True)
     inside = (mask == 1) & (blurred.alpha > 0.9)
