@@ -27,8 +27,8 @@ def test_every_error_class_is_a_segcore_error_and_a_value_error():
 USER_MISTAKES = {
     "unknown model": (lambda: segcore.create_model("unte", 2), errors.ModelError, "known models: "),
     "bad model kwargs": (lambda: segcore.create_model("unet", 2, depth=3), errors.ModelError, "the builder takes"),
-    "bad backbone": (lambda: segcore.create_model("deeplabv3", 2, backbone="resnet18"), errors.ModelError,
-                     "must be one of 'resnet50', 'resnet101'"),
+    "bad backbone": (lambda: segcore.create_model("deeplabv3", 2, backbone="vgg16"), errors.ModelError,
+                     "must be one of 'resnet18', 'resnet34', 'resnet50', 'resnet101'"),
     "no pretrained sinet": (lambda: segcore.create_model("sinet", 2, pretrained_backbone=True), errors.ModelError,
                             "pretrained_backbone=False"),
     "unknown loss": (lambda: build_loss("dice"), errors.ConfigError, "choose one of"),

@@ -58,6 +58,9 @@ class TrainConfig:
     model: str = "unet"
     model_kwargs: dict = field(default_factory=dict)
     init_from: str | None = None  # a saved model folder (or Hub id) to fine-tune; matching tensors are copied
+    # {source prefix: target prefix}: copy init_from's tensors under renamed prefixes (only those), e.g. a BiSeNet's
+    # ResNet into a DeepLab: {"context_path.backbone.": "backbone."}
+    init_from_prefixes: dict = field(default_factory=dict)
     # data
     data: str | None = None  # dataset root
     dataset: str = "folder"  # folder | camvid | voc | saliency
@@ -153,6 +156,13 @@ class TrainConfig:
             problems.append(f"val_every must be at least 1, not {self.val_every}")
         if self.resize not in RESIZE_POLICIES:
             problems.append(f"resize must be one of {', '.join(RESIZE_POLICIES)}, not {self.resize!r}")
+        if not isinstance(self.init_from_prefixes, dict) or not all(
+                isinstance(key, str) and isinstance(value, str) for key, value in self.init_from_prefixes.items()):
+            problems.append(f"init_from_prefixes must map source name prefixes to target ones "
+                            f"({{\"context_path.backbone.\": \"backbone.\"}}), not {self.init_from_prefixes!r}")
+        elif self.init_from_prefixes and not self.init_from:
+            problems.append("init_from_prefixes renames the tensors of init_from, which is not set; set init_from "
+                            "to a saved model folder or remove init_from_prefixes")
         problems += source_problems(self.sources)
         if problems:
             raise ConfigError(f"{source}: " + "; ".join(problems))

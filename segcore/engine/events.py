@@ -37,6 +37,8 @@ class TqdmCallback:
 
         if event.kind == "start":
             self._bar = tqdm(total=event.steps, desc=f"{event.stage} ({event.device})", unit="step", dynamic_ncols=True)
+            if event.message:
+                self._bar.write(event.message)
         elif event.kind == "step" and self._bar is not None:
             self._bar.update(event.step - self._bar.n)
             self._bar.set_postfix(epoch=f"{event.epoch}/{event.epochs}", loss=f"{event.loss:.4f}", lr=f"{event.lr:.2e}")

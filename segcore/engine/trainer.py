@@ -63,10 +63,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def transfer_matching_weights(source: nn.Module, target: nn.Module) -> tuple[int, int]:
-    """Copy every tensor whose name and shape match (a new head for other classes stays freshly initialised)."""
+def transfer_matching_weights(source: nn.Module, target: nn.Module,
+                              prefixes: dict[str, str] | None = None) -> tuple[int, int]:
+    """Copy every tensor whose name and shape match (a new head for other classes stays freshly initialised).
+
+    With `prefixes` ({source prefix: target prefix}) only the source's tensors under a listed prefix take part,
+    renamed (the longest matching prefix wins): {"context_path.backbone.": "backbone."} moves a BiSeNet's ResNet
+    into a DeepLab, whose same-named classifier then stays fresh. Returns (tensors copied, tensors in the target).
+    """
     source_state = source.state_dict()
     target_state = target.state_dict()
+    if prefixes:
+        ordered = sorted(prefixes.items(), key=lambda item: len(item[0]), reverse=True)
+        renamed = {}
+        for name, tensor in source_state.items():
+            match = next(((old, new) for old, new in ordered if name.startswith(old)), None)
+            if match is not None:
+                renamed[match[1] + name[len(match[0]):]] = tensor
+        source_state = renamed
     copied = {name: tensor for name, tensor in source_state.items()
               if name in target_state and target_state[name].shape == tensor.shape}
     target.load_state_dict(copied, strict=False)
@@ -115,6 +129,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.stop_event = stop_event or threading.Event()
         self._reference_losses: list[float] = []  # the run's first losses, the yardstick of a blow-up
+        self.init_message = ""  # what init_from copied, told with the start event
         self.device = resolve_device(config.device)
         self.context: DistributedContext = setup_distributed(self.device.type)
         if self.context.enabled and self.device.type == "cuda":
@@ -148,10 +163,14 @@ class Trainer:
         model = create_model(self.config.model, num_classes, **self.config.model_kwargs)
         if self.config.init_from:
             source = load_pretrained(self.config.init_from)
-            copied, total = transfer_matching_weights(source, model)
+            prefixes = self.config.init_from_prefixes
+            copied, total = transfer_matching_weights(source, model, prefixes)
+            renamed = f" under init_from_prefixes {prefixes}" if prefixes else ""
             if copied == 0:
                 raise SegcoreError(f"init_from {self.config.init_from}: no tensor matches the {self.config.model} model "
-                                   f"(it has {total})")
+                                   f"(it has {total}){renamed}; compare the names in model.state_dict() of both "
+                                   "and set init_from_prefixes to {source prefix: target prefix}")
+            self.init_message = f"init_from {self.config.init_from}{renamed}: copied {copied} of {total} tensors"
         return model
 
     def _check_schedules(self) -> None:
@@ -213,7 +232,8 @@ class Trainer:
             write_recipe(config, self.run_dir / "recipe.yaml")
         barrier(self.context)
 
-        self._emit(TrainEvent("start", self.stage, state["epoch"], epochs, state["step"], total_steps, str(self.device)))
+        self._emit(TrainEvent("start", self.stage, state["epoch"], epochs, state["step"], total_steps, str(self.device),
+                              message=self.init_message))
         status = "finished"
         started = time.perf_counter()
         # Wall time accumulates across resumed sessions, so model cards report the whole training time.

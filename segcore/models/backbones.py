@@ -1,5 +1,6 @@
 """Backbones shared by several architectures: torchvision ResNets (optionally dilated, with DeepLab's and PSPNet's
-atrous rates) and VGG16, built offline; intermediate features through torchvision.models.feature_extraction.
+atrous rates, BasicBlock ResNet18/34 included) and VGG16, built offline; intermediate features through
+torchvision.models.feature_extraction.
 
 `pretrained_backbone=True` asks torchvision for ImageNet weights; that needs the network (or torch's hub cache),
 and when it fails the error says so instead of a bare URLError. `in_channels != 3` swaps the first convolution
@@ -23,9 +24,9 @@ RESNETS = {
     "resnet50": (torchvision.models.resnet50, "ResNet50_Weights", 2048),
     "resnet101": (torchvision.models.resnet101, "ResNet101_Weights", 2048),
 }
-DILATED_BACKBONES = ("resnet50", "resnet101")
-# Which of layer2/3/4 trade their stride for dilation at each output stride.
-DILATE_FOR_OUTPUT_STRIDE = {8: (False, True, True), 16: (False, False, True)}
+DILATED_BACKBONES = tuple(RESNETS)
+# The output strides a dilated ResNet offers: 16 dilates layer4, 8 also layer3.
+OUTPUT_STRIDES = (8, 16)
 
 
 def check_choice(name: str, value, choices) -> None:
@@ -71,20 +72,12 @@ def adapt_input_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
-def resnet(
-    name: str,
-    pretrained: bool = False,
-    in_channels: int = 3,
-    dilate: tuple[bool, bool, bool] = (False, False, False),
-) -> nn.Module:
-    """A torchvision ResNet; `dilate[i]` replaces the stride of layer2/3/4 with dilation (output stride 8/16)."""
+def resnet(name: str, pretrained: bool = False, in_channels: int = 3) -> nn.Module:
+    """A torchvision ResNet (output stride 32; `dilated_resnet` trades strides for atrous rates)."""
     if name not in RESNETS:
         raise ModelError(f"unknown ResNet {name!r}; choose one of {', '.join(RESNETS)}")
     builder, weights_enum, _ = RESNETS[name]
-    kwargs = {"replace_stride_with_dilation": list(dilate)} if any(dilate) else {}
-    if any(dilate) and name in ("resnet18", "resnet34"):
-        raise ModelError(f"{name} uses BasicBlocks, which torchvision cannot dilate; use resnet50 or resnet101")
-    model = build_torchvision(builder, weights_enum, pretrained, **kwargs)
+    model = build_torchvision(builder, weights_enum, pretrained)
     model.conv1 = adapt_input_channels(model.conv1, in_channels)
     return model
 
@@ -108,21 +101,26 @@ def layer_features(network: nn.Module, return_nodes: dict[str, str]) -> nn.Modul
                                     tracer_kwargs={"leaf_modules": [nn.Sequential]})
 
 
-def resnet_features(
-    name: str,
-    return_nodes: dict[str, str],
-    pretrained: bool = False,
-    in_channels: int = 3,
-    dilate: tuple[bool, bool, bool] = (False, False, False),
-) -> nn.Module:
+def resnet_features(name: str, return_nodes: dict[str, str], pretrained: bool = False,
+                    in_channels: int = 3) -> nn.Module:
     """ResNet body returning a dict of the named intermediate layers ({"layer3": "aux", ...})."""
-    return layer_features(resnet(name, pretrained, in_channels, dilate), return_nodes)
+    return layer_features(resnet(name, pretrained, in_channels), return_nodes)
 
 
-def _set_atrous_rates(layer: nn.Sequential, rates: Sequence[int]) -> None:
+def _dilate_layer(layer: nn.Sequential, rates: Sequence[int]) -> None:
+    """Give unit i of a ResNet layer atrous rate rates[i] in its 3x3 convs (padding = rate keeps the map size); a
+    rate > 1 also removes the layer's stride, which sits in the first unit's 3x3 conv (conv2 of a Bottleneck, conv1
+    of a BasicBlock) and its 1x1 shortcut. Written here because torchvision's replace_stride_with_dilation refuses
+    BasicBlocks; for Bottlenecks it gives what torchvision plus DeepLab's every-unit rates gave."""
+    if any(rate > 1 for rate in rates):
+        for module in layer[0].modules():
+            if isinstance(module, nn.Conv2d):
+                module.stride = (1, 1)
     for unit, rate in zip(layer, rates, strict=True):
-        unit.conv2.dilation = (rate, rate)
-        unit.conv2.padding = (rate, rate)
+        for module in unit.modules():
+            if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
+                module.dilation = (rate, rate)
+                module.padding = (rate, rate)
 
 
 def dilated_resnet(
@@ -132,23 +130,26 @@ def dilated_resnet(
     *,
     pretrained: bool = False,
     in_channels: int = 3,
-    multi_grid: Sequence[int] = (1, 1, 1),
+    multi_grid: Sequence[int] | None = None,
 ) -> nn.Module:
     """ResNet body whose last strides become atrous rates: output stride 8 (layer3 rate 2, layer4 rate 4) or 16
-    (layer4 rate 2). Every unit of a dilated block gets the block's rate, the last block's units times `multi_grid`.
+    (layer4 rate 2). Every unit of a dilated block gets the block's rate, the last block's units times `multi_grid`
+    (one integer per unit of layer4: three, or two for resnet18; default all 1).
 
     torchvision keeps the first unit of a dilated block at the previous rate; DeepLab's and PSPNet's Caffe
-    models dilate every unit, as done here.
+    models dilate every unit, as done here, for Bottleneck and BasicBlock ResNets alike.
     """
     check_choice("backbone", backbone, DILATED_BACKBONES)
-    check_choice("output_stride", output_stride, tuple(DILATE_FOR_OUTPUT_STRIDE))
-    multi_grid = tuple(multi_grid)
-    if len(multi_grid) != 3 or not all(isinstance(rate, int) and rate >= 1 for rate in multi_grid):
-        raise ModelError(f"multi_grid must be three positive integers (one per unit of layer4), got {multi_grid!r}")
-    network = resnet(backbone, pretrained, in_channels, dilate=DILATE_FOR_OUTPUT_STRIDE[output_stride])
+    check_choice("output_stride", output_stride, OUTPUT_STRIDES)
+    network = resnet(backbone, pretrained, in_channels)
+    units = len(network.layer4)
+    multi_grid = (1,) * units if multi_grid is None else tuple(multi_grid)
+    if len(multi_grid) != units or not all(isinstance(rate, int) and rate >= 1 for rate in multi_grid):
+        raise ModelError(f"multi_grid must be {units} positive integers (one per unit of {backbone}'s layer4), "
+                         f"got {multi_grid!r}")
     layer3_rate = 2 if output_stride == 8 else 1
-    _set_atrous_rates(network.layer3, [layer3_rate] * len(network.layer3))
-    _set_atrous_rates(network.layer4, [2 * layer3_rate * unit_rate for unit_rate in multi_grid])
+    _dilate_layer(network.layer3, [layer3_rate] * len(network.layer3))
+    _dilate_layer(network.layer4, [2 * layer3_rate * unit_rate for unit_rate in multi_grid])
     return layer_features(network, return_nodes)
 
 

@@ -3,7 +3,9 @@
 ASPP (v2's summed ASPP-L and v3's concatenated ASPP) and the v3+ Decoder live here; the dilated ResNet is
 backbones.dilated_resnet, ImagePooling and the auxiliary FCN head are in blocks (PSPNet shares them).
 Deviations: no dense CRF post-processing (v1/v2; segcore.refine offers one) and no multi-scale input fusion (v2);
-v3+ uses ResNet, not Aligned Xception; ImagePooling drops BatchNorm (see its docstring).
+v3+ uses ResNet, not Aligned Xception; ImagePooling drops BatchNorm (see its docstring). The papers used ResNet-101
+(and Xception); ResNet18/34 are offered too, for CPU budgets and small files (v3+ on ResNet18 is under 25 MB in
+float16 with separable=True), dilated the same way, with multi-grid (1, 2) over ResNet18's two layer4 units.
 """
 
 from __future__ import annotations
@@ -16,10 +18,22 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.ops import Conv2dNormActivation
 
-from segcore.models.backbones import (DILATE_FOR_OUTPUT_STRIDE, build_torchvision, check_choice, dilated_resnet,
+from segcore.models.backbones import (OUTPUT_STRIDES, build_torchvision, check_choice, dilated_resnet,
                                       resnet_channels, vgg16_features)
 from segcore.models.blocks import AuxiliaryHead, ImagePooling, upsample_to
 from segcore.registry import register_model
+
+# v3's best multi-grid (Table 3), one rate per unit of layer4; ResNet18's layer4 has two units and takes the first two.
+MULTI_GRID = (1, 2, 4)
+
+
+def atrous_separable_conv(in_channels: int, out_channels: int, rate: int = 1) -> nn.Sequential:
+    """v3+'s atrous separable convolution (Sec. 3.1): a depthwise 3x3 at `rate`, then a pointwise 1x1, each with
+    BatchNorm and ReLU as in the authors' released code; about 1/9 of a 3x3 convolution's weights and FLOPs."""
+    return nn.Sequential(
+        Conv2dNormActivation(in_channels, in_channels, kernel_size=3, dilation=rate, groups=in_channels),
+        Conv2dNormActivation(in_channels, out_channels, kernel_size=1),
+    )
 
 
 class ASPP(nn.Module):
@@ -27,11 +41,12 @@ class ASPP(nn.Module):
 
     fusion="sum" is v2's ASPP-L: each branch is a single 3x3 atrous conv straight to `out_channels` class scores,
     and the scores are summed. fusion="concat" is v3's: a 1x1 branch, 3x3 atrous branches and ImagePooling, each
-    with BatchNorm and ReLU, concatenated and projected by a 1x1 conv + BN + ReLU and dropout.
+    with BatchNorm and ReLU, concatenated and projected by a 1x1 conv + BN + ReLU and dropout; separable=True makes
+    the concat branches' 3x3 convs atrous separable ones (v3+, Sec. 3.2).
     """
 
     def __init__(self, in_channels: int, out_channels: int, rates: Sequence[int], fusion: str = "concat",
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, separable: bool = False):
         super().__init__()
         check_choice("fusion", fusion, ("sum", "concat"))
         self.rates = tuple(rates)
@@ -43,7 +58,8 @@ class ASPP(nn.Module):
         else:
             self.branches = nn.ModuleList([
                 Conv2dNormActivation(in_channels, out_channels, kernel_size=1),
-                *(Conv2dNormActivation(in_channels, out_channels, kernel_size=3, dilation=rate) for rate in self.rates),
+                *(atrous_separable_conv(in_channels, out_channels, rate) if separable else
+                  Conv2dNormActivation(in_channels, out_channels, kernel_size=3, dilation=rate) for rate in self.rates),
                 ImagePooling(in_channels, out_channels),
             ])
             self.project = nn.Sequential(
@@ -60,17 +76,21 @@ class ASPP(nn.Module):
 
 class Decoder(nn.Module):
     """v3+ decoder (Fig. 2): low-level features reduced to 48 channels, concatenated with the upsampled encoder
-    output, refined by two 3x3 conv + BN + ReLU."""
+    output, refined by two 3x3 conv + BN + ReLU (atrous separable ones with separable=True)."""
 
     def __init__(self, low_level_channels: int, encoder_channels: int = 256, reduced_channels: int = 48,
-                 out_channels: int = 256):
+                 out_channels: int = 256, separable: bool = False):
         super().__init__()
         # Few channels so the many low-level channels do not outweigh the rich encoder features (Sec. 3.1).
         self.reduce = Conv2dNormActivation(low_level_channels, reduced_channels, kernel_size=1)
-        self.refine = nn.Sequential(
-            Conv2dNormActivation(encoder_channels + reduced_channels, out_channels, kernel_size=3),
-            Conv2dNormActivation(out_channels, out_channels, kernel_size=3),
-        )
+        if separable:
+            self.refine = nn.Sequential(atrous_separable_conv(encoder_channels + reduced_channels, out_channels),
+                                        atrous_separable_conv(out_channels, out_channels))
+        else:
+            self.refine = nn.Sequential(
+                Conv2dNormActivation(encoder_channels + reduced_channels, out_channels, kernel_size=3),
+                Conv2dNormActivation(out_channels, out_channels, kernel_size=3),
+            )
 
     def forward(self, encoder_features: torch.Tensor, low_level_features: torch.Tensor) -> torch.Tensor:
         low_level = self.reduce(low_level_features)
@@ -129,13 +149,16 @@ class DeepLabV2(nn.Module):
 
 class DeepLabV3(nn.Module):
     """DeepLab v3: dilated ResNet with multi-grid, ASPP with image pooling, 1x1 classifier; with decoder=True the
-    v3+ Decoder refines the ASPP output with layer1's (1/4) features before the classifier."""
+    v3+ Decoder refines the ASPP output with layer1's (1/4) features before the classifier; separable=True uses
+    v3+'s atrous separable convolutions in ASPP and the decoder."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, backbone: str = "resnet101", output_stride: int = 16,
-                 multi_grid: Sequence[int] = (1, 2, 4), aux_head: bool = False, decoder: bool = False,
-                 pretrained_backbone: bool = False):
+                 multi_grid: Sequence[int] | None = None, aux_head: bool = False, decoder: bool = False,
+                 pretrained_backbone: bool = False, separable: bool = False):
         super().__init__()
-        check_choice("output_stride", output_stride, tuple(DILATE_FOR_OUTPUT_STRIDE))
+        check_choice("output_stride", output_stride, OUTPUT_STRIDES)
+        if multi_grid is None:
+            multi_grid = MULTI_GRID[:2] if backbone == "resnet18" else MULTI_GRID
         return_nodes = {"layer4": "out"}
         if aux_head:
             return_nodes["layer3"] = "aux"
@@ -146,8 +169,8 @@ class DeepLabV3(nn.Module):
         channels = resnet_channels(backbone)
         # Rates are set for output stride 16 and doubled at 8 so they cover the same image area (v3, Sec. 3.3).
         rates = [rate * 16 // output_stride for rate in (6, 12, 18)]
-        self.aspp = ASPP(channels["layer4"], 256, rates, fusion="concat")
-        self.decoder = Decoder(channels["layer1"]) if decoder else None
+        self.aspp = ASPP(channels["layer4"], 256, rates, fusion="concat", separable=separable)
+        self.decoder = Decoder(channels["layer1"], separable=separable) if decoder else None
         self.classifier = nn.Conv2d(256, num_classes, 1)
         self.aux_head = AuxiliaryHead(channels["layer3"], num_classes) if aux_head else None
 
@@ -178,17 +201,21 @@ def deeplabv2(num_classes: int, in_channels: int = 3, pretrained_backbone: bool 
 @register_model("deeplabv3", task="semantic", paper="arXiv:1706.05587", default_size=(513, 513), onnx="dynamic",
                 contrastive_features="classifier")
 def deeplabv3(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False, backbone: str = "resnet101",
-              output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4), aux_head: bool = False) -> DeepLabV3:
-    """DeepLab v3: atrous ResNet (output stride 16 or 8, multi-grid) with ASPP and image pooling."""
+              output_stride: int = 16, multi_grid: Sequence[int] | None = None, aux_head: bool = False,
+              separable: bool = False) -> DeepLabV3:
+    """DeepLab v3: atrous ResNet (18/34/50/101; output stride 16 or 8, multi-grid default (1, 2, 4), (1, 2) on
+    resnet18) with ASPP and image pooling; separable=True for atrous separable ASPP convolutions."""
     return DeepLabV3(num_classes, in_channels, backbone, output_stride, multi_grid, aux_head, decoder=False,
-                     pretrained_backbone=pretrained_backbone)
+                     pretrained_backbone=pretrained_backbone, separable=separable)
 
 
 @register_model("deeplabv3plus", task="semantic", paper="arXiv:1802.02611", default_size=(513, 513), onnx="dynamic",
                 contrastive_features="classifier")
 def deeplabv3plus(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
-                  backbone: str = "resnet101", output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4),
-                  aux_head: bool = False) -> DeepLabV3:
-    """DeepLab v3+: the v3 encoder plus a decoder that refines boundaries with 1/4-resolution ResNet features."""
+                  backbone: str = "resnet101", output_stride: int = 16, multi_grid: Sequence[int] | None = None,
+                  aux_head: bool = False, separable: bool = False) -> DeepLabV3:
+    """DeepLab v3+: the v3 encoder plus a decoder that refines boundaries with 1/4-resolution ResNet features;
+    separable=True for the paper's atrous separable convolutions in ASPP and decoder (backbone="resnet18" with it
+    is 12.3 M parameters, under 25 MB in float16)."""
     return DeepLabV3(num_classes, in_channels, backbone, output_stride, multi_grid, aux_head, decoder=True,
-                     pretrained_backbone=pretrained_backbone)
+                     pretrained_backbone=pretrained_backbone, separable=separable)

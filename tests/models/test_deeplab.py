@@ -53,16 +53,87 @@ def test_multi_grid_accepts_a_json_list_and_rejects_bad_values():
     model = segcore.create_model("deeplabv3plus", num_classes=2, backbone="resnet50", output_stride=8,
                                  multi_grid=[1, 1, 1])
     assert _conv2_dilations(model.backbone.layer4) == [4, 4, 4]
-    with pytest.raises(ValueError, match="multi_grid"):
+    with pytest.raises(ValueError, match="multi_grid must be 3 positive integers"):
         segcore.create_model("deeplabv3", num_classes=2, backbone="resnet50", multi_grid=[1, 2])
+    with pytest.raises(ValueError, match="multi_grid must be 2 positive integers .*resnet18"):
+        segcore.create_model("deeplabv3", num_classes=2, backbone="resnet18", multi_grid=[1, 2, 4])
 
 
 @pytest.mark.parametrize("name", ["deeplabv3", "deeplabv3plus"])
 def test_bad_output_stride_and_backbone_name_the_choices(name):
     with pytest.raises(ValueError, match=r"output_stride must be one of 8, 16; got 32"):
         segcore.create_model(name, num_classes=2, output_stride=32)
-    with pytest.raises(ValueError, match=r"backbone must be one of 'resnet50', 'resnet101'; got 'resnet18'"):
-        segcore.create_model(name, num_classes=2, backbone="resnet18")
+    with pytest.raises(ValueError, match=r"backbone must be one of 'resnet18', 'resnet34', 'resnet50', 'resnet101'; "
+                                         r"got 'vgg16'"):
+        segcore.create_model(name, num_classes=2, backbone="vgg16")
+
+
+def _three_by_three_dilations(layer: torch.nn.Sequential) -> list[tuple[int, ...]]:
+    """Per unit, the rates of its 3x3 convs; each must pad by its rate so the map keeps its size."""
+    rates = []
+    for unit in layer:
+        convs = [module for module in unit.modules()
+                 if isinstance(module, torch.nn.Conv2d) and module.kernel_size == (3, 3)]
+        assert all(conv.padding == conv.dilation for conv in convs)
+        rates.append(tuple(conv.dilation[0] for conv in convs))
+    return rates
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet34"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_basic_block_resnets_dilate_to_the_output_stride(backbone, output_stride):
+    model = segcore.create_model("deeplabv3plus", num_classes=3, backbone=backbone, output_stride=output_stride).eval()
+    aspp_input, low_level = _capture(model.aspp), _capture(model.decoder.reduce)
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, 97, 131))["out"]
+    assert out.shape == (1, 3, 97, 131)
+    # Strided 3x3 convs (padding 1) give ceil(size / stride) at odd sizes.
+    assert aspp_input["input"].shape == (1, 512, math.ceil(97 / output_stride), math.ceil(131 / output_stride))
+    assert low_level["input"].shape == (1, 64, math.ceil(97 / 4), math.ceil(131 / 4))
+
+    layer3_rate, layer4_rate = (2, 4) if output_stride == 8 else (1, 2)
+    grid = (1, 2) if backbone == "resnet18" else (1, 2, 4)
+    assert _three_by_three_dilations(model.backbone.layer4) == [(layer4_rate * unit,) * 2 for unit in grid]
+    assert set(_three_by_three_dilations(model.backbone.layer3)) == {(layer3_rate, layer3_rate)}
+    assert set(_three_by_three_dilations(model.backbone.layer2)) == {(1, 1)}
+    assert model.backbone.layer2[0].conv1.stride == (2, 2), "layer2 keeps its stride at both output strides"
+    first = model.backbone.layer4[0]
+    assert first.conv1.stride == first.downsample[0].stride == (1, 1)
+
+
+def test_resnet18_deeplab_has_resnet18s_parameters_plus_heads_and_fits_25_mb():
+    backbone_parameters = sum(p.numel() for name, p in torchvision.models.resnet18().named_parameters()
+                              if not name.startswith("fc."))
+    for separable, head_parameters in ((False, 5_428_843), (True, 1_159_291)):
+        model = segcore.create_model("deeplabv3plus", num_classes=11, backbone="resnet18", separable=separable)
+        assert sum(p.numel() for p in model.backbone.parameters()) == backbone_parameters == 11_176_512
+        heads = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("backbone."))
+        assert heads == head_parameters
+    assert (backbone_parameters + head_parameters) * 2 < 25e6, "float16 weights of the separable variant"
+
+
+def test_separable_deeplabv3plus_uses_atrous_separable_convs_in_aspp_and_decoder():
+    model = segcore.create_model("deeplabv3plus", num_classes=2, backbone="resnet18", separable=True)
+    atrous = [branch[0][0] for branch in model.aspp.branches[1:4]]
+    assert [conv.dilation[0] for conv in atrous] == [6, 12, 18]
+    assert all(conv.groups == conv.in_channels == 512 for conv in atrous)
+    assert [stage[0][0].groups for stage in model.decoder.refine] == [256 + 48, 256]
+
+
+def test_bottleneck_dilation_matches_torchvisions_plus_every_unit_rates():
+    # The hand-written dilation must give Bottlenecks what torchvision's replace_stride_with_dilation plus DeepLab's
+    # rate on every unit gave, so ResNet-50/101 DeepLabs and PSPNets trained before keep their geometry.
+    reference = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])
+    for layer, rate in ((reference.layer3, 2), (reference.layer4, 4)):
+        for unit in layer:
+            unit.conv2.dilation = unit.conv2.padding = (rate, rate)
+    built = backbones.dilated_resnet("resnet50", 8, {"layer4": "out"})
+
+    def geometry(network):
+        return {name: (m.stride, m.dilation, m.padding) for name, m in network.named_modules()
+                if isinstance(m, torch.nn.Conv2d)}
+
+    assert geometry(built) == geometry(reference)
 
 
 def test_deeplabv3_aux_head_is_optional_and_training_only():

@@ -10,6 +10,15 @@ import torch
 import segcore
 
 MODELS = segcore.list_models()
+# Builder arguments that change the network's structure go through the same suite as the defaults (test id:
+# name-variant); the default builds keep their plain names as ids.
+VARIANTS = {
+    "resnet18-os16-separable": ("deeplabv3plus", {"backbone": "resnet18", "separable": True}),
+    "resnet18-os8": ("deeplabv3", {"backbone": "resnet18", "output_stride": 8}),
+    "resnet34-os8": ("deeplabv3plus", {"backbone": "resnet34", "output_stride": 8}),
+}
+BUILDS = [pytest.param(name, {}, id=name) for name in MODELS] + [
+    pytest.param(name, kwargs, id=f"{name}-{variant}") for variant, (name, kwargs) in VARIANTS.items()]
 
 
 def _check_contract(output: dict, batch: int, classes: int, height: int, width: int, training: bool) -> None:
@@ -23,11 +32,11 @@ def _check_contract(output: dict, batch: int, classes: int, height: int, width: 
             assert aux.shape == (batch, classes, height, width)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name, kwargs", BUILDS)
 @pytest.mark.parametrize("shape", [(2, 64, 64), (1, 97, 131)])
-def test_forward_backward_reaches_every_parameter(name, shape):
+def test_forward_backward_reaches_every_parameter(name, kwargs, shape):
     batch, height, width = shape
-    model = segcore.create_model(name, num_classes=2).train()
+    model = segcore.create_model(name, num_classes=2, **kwargs).train()
     output = model(torch.randn(batch, 3, height, width))
     _check_contract(output, batch, 2, height, width, training=True)
     loss = output["out"].square().mean() + sum(aux.square().mean() for aux in output.get("aux", []))
@@ -36,10 +45,10 @@ def test_forward_backward_reaches_every_parameter(name, shape):
     assert not without_gradient, f"parameters without gradient: {without_gradient[:5]}"
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name, kwargs", BUILDS)
 @pytest.mark.parametrize("num_classes", [1, 2, 12])
-def test_eval_contract_for_class_counts(name, num_classes):
-    model = segcore.create_model(name, num_classes=num_classes).eval()
+def test_eval_contract_for_class_counts(name, kwargs, num_classes):
+    model = segcore.create_model(name, num_classes=num_classes, **kwargs).eval()
     with torch.inference_mode():
         output = model(torch.randn(1, 3, 97, 131))
     _check_contract(output, 1, num_classes, 97, 131, training=False)
@@ -92,6 +101,7 @@ def test_pretrained_backbone_offline_or_absent_is_a_clear_error(name, monkeypatc
 
 
 ONNX_MODELS = [name for name in MODELS if segcore.model_info(name).get("onnx")]
+ONNX_BUILDS = [build for build in BUILDS if build.values[0] in ONNX_MODELS]
 
 
 def test_every_architecture_declares_whether_it_exports_to_onnx():
@@ -99,8 +109,8 @@ def test_every_architecture_declares_whether_it_exports_to_onnx():
     assert "sinet" in ONNX_MODELS and "bisenet" in ONNX_MODELS
 
 
-@pytest.mark.parametrize("name", ONNX_MODELS)
-def test_onnx_export_runs_in_onnxruntime_like_the_model(name):
+@pytest.mark.parametrize("name, kwargs", ONNX_BUILDS)
+def test_onnx_export_runs_in_onnxruntime_like_the_model(name, kwargs):
     """Every architecture that claims ONNX exports, and ONNX Runtime reproduces its logits: at any size for
     "dynamic" exports (two odd sizes through one graph), at the export size for "fixed" ones."""
     import numpy as np
@@ -110,7 +120,7 @@ def test_onnx_export_runs_in_onnxruntime_like_the_model(name):
     from segcore.inference import OnnxRunner
 
     torch.manual_seed(0)
-    model = segcore.create_model(name, num_classes=2).eval()
+    model = segcore.create_model(name, num_classes=2, **kwargs).eval()
     dynamic = segcore.model_info(name)["onnx"] == "dynamic"
     runner = OnnxRunner(onnx_bytes(model, None if dynamic else (64, 80), check=False), threads=1)
     for height, width in [(64, 80), (97, 131)] if dynamic else [(64, 80)]:

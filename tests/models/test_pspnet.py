@@ -38,5 +38,5 @@ def test_aux_head_only_in_training_mode():
 
 def test_backbone_choice():
     assert len(segcore.create_model("pspnet", num_classes=2, backbone="resnet101").backbone.layer3) == 23
-    with pytest.raises(ValueError, match=r"backbone must be one of 'resnet50', 'resnet101'; got 'vgg16'"):
+    with pytest.raises(ValueError, match=r"backbone must be one of 'resnet18', 'resnet34', 'resnet50', 'resnet101'; got 'vgg16'"):
         segcore.create_model("pspnet", num_classes=2, backbone="vgg16")
