@@ -365,7 +365,12 @@ def _cmd_train(args) -> int:
         run_dir = Path(args.out) if args.out else Path("runs") / (Path(args.recipe).stem if args.recipe else config.model)
     if args.data:
         config.data = args.data
-    result = run_recipe(config, run_dir, callbacks=[TqdmCallback()], resume=bool(args.resume))
+    from segcore.engine.distributed import teardown_distributed
+
+    try:
+        result = run_recipe(config, run_dir, callbacks=[TqdmCallback()], resume=bool(args.resume))
+    finally:
+        teardown_distributed()  # under torchrun: leave the process group before the interpreter exits
     print(f"{result.status}: best {result.best_metric} = {result.best_value} after {result.epochs_done} epoch(s); "
           f"model in {result.run_dir / 'best'}")
     return 0
