@@ -307,7 +307,7 @@ def remove_background(image, *, model: str | None = None, mode: str = "cutout", 
                       foreground_colours: bool = True) -> BackgroundResult:
     """Cut out, blur or replace the background of a portrait. `smoother` carries the mask across webcam frames.
     `foreground_colours`: estimate the person's own colours in the soft edge (compose.estimate_foreground), so the
-    old background does not show through a new one (40 % less halo on the Shen validation photos, 30-45 ms a
+    old background does not show through a new one (40 % less halo on the Shen validation photos, 44-61 ms a
     600x800 photo on 2 busy cores; docs/benchmarks.md); the webcam leaves it out to keep its frame rate."""
     started = time.perf_counter()
     if mode not in BACKGROUND_MODES:

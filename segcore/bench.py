@@ -467,8 +467,10 @@ def matte_benchmark(segmenter, samples, name: str = "") -> list[dict]:
             result = alpha if variant == "probability" else compose.matte(image, alpha, refine=variant == "refined")
             times[variant].append((time.perf_counter() - started) * 1000.0)
             scores[variant].append(matte_statistics(result, np.asarray(mask) == 1))
+            if variant == "refined":
+                refined = result
         old_background = samples[(index + 1) % len(samples)][1]
-        halos.append(replace_halo(image, result, old_background if len(samples) > 1 else np.zeros_like(image)))
+        halos.append(replace_halo(image, refined, old_background if len(samples) > 1 else np.zeros_like(image)))
     rows = []
     for variant in MATTE_VARIANTS:
         means = {key: float(np.mean([score[key] for score in scores[variant]])) for key in scores[variant][0]}

@@ -117,7 +117,9 @@ class Server:
 
     @property
     def results_dir(self) -> Path:
-        return self.temp_dir / "segcore-app-results"
+        from app.services import RESULTS_DIR  # the app's own folder name, under this server's TMPDIR
+
+        return self.temp_dir / RESULTS_DIR.name
 
     @property
     def log_path(self) -> Path:
