@@ -75,7 +75,8 @@ def _cmd_list(args) -> int:
     saved = _saved_model_rows(args)
     docs_page = args.markdown and args.details  # docs/models.md: its own sections on the shipped models
     if docs_page:
-        from segcore.reports import against_shipped_table, comparison_table, person_table, shipped_table
+        from segcore.reports import (against_shipped_table, comparison_table, person_table, shipped_table,
+                                      tta_table)
 
         results = Path(args.docs_dir) / "results"
 
@@ -109,6 +110,15 @@ def _cmd_list(args) -> int:
               "segcore eval ... --record docs/results/bisenet-gpu/RUN-SPLIT.json`; the training logs, the script that "
               "ran on the GPU and its throughput measurements are in docs/results/bisenet-gpu/ (docs/benchmarks.md).\n")
         print(against_shipped_table(results / "bisenet-gpu", args.weights_dir))
+        print("\n## Street scenes: test-time augmentation\n")
+        print("The shipped street models on CamVid's validation split at full size, plain and with test-time "
+              "augmentation (`Segmenter(tta=...)`: the mirrored image, and the network input at 0.75x and 1.25x, "
+              "logits averaged), by `python -m segcore eval --model NAME --data ../shared/data/camvid --split val "
+              "--dataset camvid [--tta T] --record docs/results/street/X.json`; ms: end to end, one thread, from "
+              "`python -m segcore bench predict --model NAME ... --tta none flip flip+scales:0.75,1.25 --record "
+              "docs/results/tta/bench-camvid-val.json` (20 images; a training shared the machine, so read the "
+              "ratios). Test-time augmentation is off by default.\n")
+        print(tta_table(results / "street", args.weights_dir, results / "tta" / "bench-camvid-val.json"))
         print("\n## Architectures\n")
         print("Parameters at 2 classes (1 for saliency models); FLOPs of one forward pass at the default size, "
               "counted by torch.utils.flop_counter (2 FLOPs per multiply-add: papers' GMACs are half).\n")
@@ -435,6 +445,8 @@ def _cmd_eval(args) -> int:
     metrics = {"model": name, "data": data, "split": split, **metrics}
     if args.resize:
         metrics["resize"] = args.resize
+    if args.tta:
+        metrics["tta"] = args.tta
     if args.record:
         from segcore.runs import run_training_summary
         from segcore.zoo import resolve

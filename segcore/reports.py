@@ -168,3 +168,41 @@ def person_table(results_dir: str | os.PathLike, peer_prefix: str = "mediapipe")
             lines.append(f"- {model} against {peer}: at or above on {len(at_or_above)} of {len(shared)} sets"
                          + (f"; below on {', '.join(below)}" if below else "") + ".")
     return "\n".join(lines)
+
+
+def _shipped_training(config: dict) -> str:
+    shipped = config.get("meta", {}).get("shipped", {})
+    hours = shipped.get("wall_seconds")
+    return f"{shipped.get('epochs')} epochs, {hours / 3600 if hours else float('nan'):.2f} h, {shipped.get('hardware')}"
+
+
+def tta_table(results_dir: str | os.PathLike, weights_dir: str | os.PathLike, bench_file=None) -> str:
+    """Markdown table of each shipped model evaluated with and without test-time augmentation (records written by
+    `segcore eval --model NAME [--tta T] --record docs/results/street/X.json`): the headline metric, its change
+    against the same model's plain pass, the end-to-end median ms from `bench predict --tta ... --record
+    bench_file` when that run timed the same setting, and how the model was trained (its card; on its plain row)."""
+    records = [json.loads(path.read_text()) for path in sorted(Path(results_dir).glob("*.json"))]
+    if not records:
+        return "(no recorded evaluations yet)"
+    timings = {}
+    if bench_file is not None and Path(bench_file).is_file():
+        timings = {result["predictor"]: result["median_ms"] for result in json.loads(Path(bench_file).read_text())
+                   .get("results", []) if result.get("callers", 1) == 1}
+    configs = {entry.name: entry.config for entry in shipped_models(weights_dir)}
+    plain = {record["model"]: _headline(record)[1] for record in records if not record.get("tta")}
+    records.sort(key=lambda record: (record["model"], record.get("tta") is not None, len(record.get("tta") or "")))
+    lines = ["| model | test-time augmentation | split | metric | change | median ms/img | time | training |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for record in records:
+        model, tta = record["model"], record.get("tta")
+        key, value = _headline(record)
+        change = f"{(value - plain[model]) * 100:+.2f}" if tta and model in plain else ""
+        ms = timings.get(f"{model} (tta {tta})" if tta else model)
+        base_ms = timings.get(model)
+        time_cell = f"{ms / base_ms:.2f}x" if ms is not None and base_ms else ""
+        shipped = configs.get(Path(model).name)  # recorded by name (camvid-enet) or as the shipped folder's path
+        training = "" if tta else _shipped_training(shipped) if shipped else "not shipped"  # once per model
+        lines.append(f"| {model} | {tta or 'none'} | {record['split']} ({record['images']} images) | "
+                     f"{key} {value * 100:.2f} | {change} | {'' if ms is None else f'{ms:.1f}'} | {time_cell} | "
+                     f"{training} |")
+    return "\n".join(lines)

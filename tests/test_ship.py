@@ -259,3 +259,37 @@ def test_person_table_sets_each_model_against_the_peer_on_every_set(tmp_path):
     assert "| person-fast | 85.00 | 70.00 | 95.00 |" in lines
     assert "- person-fast against mediapipe (general): at or above on 1 of 2 sets; below on davis val." in lines
     assert person_table(tmp_path / "nothing") == "(no recorded evaluations yet)"
+
+
+def test_tta_table_puts_each_setting_beside_the_models_plain_pass(trained_model_dir, square_dataset, tmp_path,
+                                                                  capsys):
+    from segcore.reports import tta_table
+
+    weights, results = tmp_path / "weights", tmp_path / "results"
+    assert main(["ship", str(trained_model_dir), "--name", "street", "--data", str(square_dataset), "--split",
+                 "test", "--licence", "x", "--weights-dir", str(weights)]) == 0
+    model = str(weights / "street")
+    for tta, name in ((None, "plain"), ("flip", "flip")):
+        assert main(["eval", "--model", model, "--data", str(square_dataset), "--split", "test",
+                     *(["--tta", tta] if tta else []), "--record", str(results / f"{name}.json")]) == 0
+    capsys.readouterr()
+    plain, flip = (json.loads((results / f"{name}.json").read_text()) for name in ("plain", "flip"))
+    assert "tta" not in plain and flip["tta"] == "flip"
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"results": [{"predictor": model, "callers": 1, "median_ms": 10.0},
+                                             {"predictor": f"{model} (tta flip)", "callers": 1, "median_ms": 18.0},
+                                             {"predictor": model, "callers": 4, "median_ms": 99.0}]}))
+    config_path = weights / "street" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["meta"]["shipped"].update(epochs=3, wall_seconds=5400.0, hardware="CPU (2 cores)")
+    config_path.write_text(json.dumps(config))
+    training = "3 epochs, 1.50 h, CPU (2 cores)"
+    lines = tta_table(results, weights, bench).splitlines()
+    change = (flip["fg_iou"] - plain["fg_iou"]) * 100
+    assert lines[2] == (f"| {model} | none | test (4 images) | fg_iou {plain['fg_iou'] * 100:.2f} |  | 10.0 | 1.00x | "
+                        f"{training} |")
+    assert lines[3] == (f"| {model} | flip | test (4 images) | fg_iou {flip['fg_iou'] * 100:.2f} | {change:+.2f} | "
+                        f"18.0 | 1.80x |  |")
+    # Without timings the ms cells stay empty; a model that is not shipped says so.
+    assert tta_table(results, tmp_path / "no-weights").splitlines()[2].endswith("|  |  | not shipped |")
+    assert tta_table(tmp_path / "nothing", weights) == "(no recorded evaluations yet)"
