@@ -580,6 +580,7 @@ def fast_guided_filter(image: np.ndarray, soft_mask: np.ndarray, radius: int = 8
     height, width = mask.shape
     if image.shape[:2] != mask.shape:
         raise InputError(f"soft_mask must be (H, W) matching the image, got {mask.shape} and {image.shape[:2]}")
+    image = np.ascontiguousarray(image if image.dtype == np.uint8 else image.astype(np.float32, copy=False))
     scale = np.float32(1.0 / 255.0) if image.dtype == np.uint8 else np.float32(1.0)
     small = (max(1, round(height / subsample)), max(1, round(width / subsample)))
     low_radius = max(1, round(radius / subsample))
@@ -589,31 +590,38 @@ def fast_guided_filter(image: np.ndarray, soft_mask: np.ndarray, radius: int = 8
         low_mask = cv2.resize(mask, (small[1], small[0]), interpolation=cv2.INTER_AREA)
     count = image.shape[2]
     pairs = [(i, j) for i in range(count) for j in range(i, count)]  # the guide's covariance entries
-    # One window pass over every statistic at once: I (c), p, I p (c), I_i I_j (pairs)
-    statistics = np.empty((*small, 2 * count + 1 + len(pairs)), dtype=np.float32)
-    guide_low = statistics[..., :count]
-    np.multiply(low_image, scale, out=guide_low, casting="unsafe")
-    statistics[..., count] = low_mask
-    np.multiply(guide_low, low_mask[..., None], out=statistics[..., count + 1 : 2 * count + 1])
-    for k, (i, j) in enumerate(pairs):
-        np.multiply(guide_low[..., i], guide_low[..., j], out=statistics[..., 2 * count + 1 + k])
-    counts = _window_sums(np.ones(small, np.float32), low_radius)[..., None]
-    means = _window_sums(statistics, low_radius).reshape(statistics.shape) / counts
-    mean_i, mean_p = means[..., :count], means[..., count]
-    covariance_ip = means[..., count + 1 : 2 * count + 1] - mean_i * mean_p[..., None]
-    second = {pair: means[..., 2 * count + 1 + k] - mean_i[..., pair[0]] * mean_i[..., pair[1]]
-              for k, pair in enumerate(pairs)}
+    # The small grid's statistics as contiguous planes (channels-last slices were strided and slow): I (c), p,
+    # I p (c), I_i I_j (pairs), each averaged over its window.
+    guide_low = [np.multiply(plane, scale, dtype=np.float32) for plane in cv2.split(np.ascontiguousarray(low_image))]
+    counts = _window_sums(np.ones(small, np.float32), low_radius)
+
+    def window_mean(plane: np.ndarray) -> np.ndarray:
+        return np.divide(_window_sums(plane, low_radius), counts, dtype=np.float32)
+
+    mean_i = [window_mean(plane) for plane in guide_low]
+    mean_p = window_mean(np.ascontiguousarray(low_mask, dtype=np.float32))
+    covariance_ip = [window_mean(plane * low_mask) - mean * mean_p for plane, mean in zip(guide_low, mean_i)]
+    covariance = [window_mean(guide_low[i] * guide_low[j]) - mean_i[i] * mean_i[j] for i, j in pairs]
     if count == 1:
-        a = covariance_ip / (second[(0, 0)][..., None] + eps)
+        a = [covariance_ip[0] / (covariance[0] + eps)]
     else:  # per-window 3x3 covariance + eps I, solved in closed form, as guided_filter does
-        covariance = tuple(second[pair] for pair in pairs)
-        a = np.stack(_solve_regularised_covariance(covariance, np.moveaxis(covariance_ip, 2, 0), eps), axis=2)
-    mean_a = _window_sums(np.ascontiguousarray(a * scale), low_radius).reshape(*small, count) / counts  # raw I
-    mean_b = _window_sums(mean_p - (a * mean_i).sum(axis=2), low_radius) / counts[..., 0]
+        a = list(_solve_regularised_covariance(covariance, covariance_ip, eps))
+    a_dot_mean_i = a[0] * mean_i[0]
+    for channel in range(1, count):
+        a_dot_mean_i += a[channel] * mean_i[channel]
+    b = mean_p - a_dot_mean_i
+    # q = mean(a) . I + mean(b), evaluated as one (count + 1)-channel dot product per pixel: the averaged
+    # coefficients upsampled in one resize, times the raw guide with a constant channel appended (1 / scale:
+    # 255 for uint8, as OpenCV's RGB -> RGBA gives it), summed by cv2.transform. Every coefficient is therefore
+    # taken times scale, b included. Full-resolution temporaries: the coefficients, the guide and the output (three
+    # instead of six; on this VM a fresh full-frame array costs more in page faults than its arithmetic).
+    coefficients = cv2.merge([window_mean(plane * scale) for plane in (*a, b)])
     if small != (height, width):
-        mean_a = cv2.resize(mean_a, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, count)
-        mean_b = cv2.resize(mean_b, (width, height), interpolation=cv2.INTER_LINEAR)
-    weighted = cv2.multiply(mean_a.reshape(height, width, count),  # per pixel a . I, summed over channels:
-                            image.astype(np.float32).reshape(height, width, count))
-    output = cv2.transform(weighted, np.ones((1, count), np.float32)).reshape(height, width) + mean_b
-    return np.clip(output, 0.0, 1.0, out=output).astype(np.float32, copy=False)
+        coefficients = cv2.resize(coefficients, (width, height), interpolation=cv2.INTER_LINEAR)
+    if count == 3:
+        guide = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
+    else:
+        guide = cv2.merge([image, np.full((height, width), 255 if image.dtype == np.uint8 else 1, image.dtype)])
+    cv2.multiply(coefficients, guide, dst=coefficients, dtype=cv2.CV_32F)
+    output = cv2.transform(coefficients, np.ones((1, count + 1), np.float32)).reshape(height, width)
+    return np.clip(output, 0.0, 1.0, out=output)

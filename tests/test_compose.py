@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segcore import compose
 from segcore.compose import (
     TemporalSmoother,
     blur_background,
+    blur_sigma,
     cutout,
     default_refine_radius,
     estimate_foreground,
@@ -395,3 +397,141 @@ def test_remove_background_runs_the_whole_matte_pipeline():
     assert 0.5 < (faint[outside] == (0, 255, 0)).all(axis=-1).mean() < 0.99
     with pytest.raises(SegcoreError, match="unknown mode 'erase'"):
         remove_background(image, probability, "erase")
+
+
+# ------------------------------------------------ the webcam path's fast versions equal plain references
+
+
+def _webcam_scene(height: int = 240, width: int = 320, seed: int = 11):
+    """A textured photo and a soft matte: a large opaque body (wide enough that a strong blur finds no background
+    near its centre), a soft rim, a one-pixel hole and a faint veil, as a webcam frame's matte has."""
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 1.5)
+    rows, cols = np.mgrid[:height, :width]
+    alpha = np.clip((0.45 * height - np.hypot(rows - 0.6 * height, cols - 0.5 * width)) / 6 + 0.5, 0, 1)
+    alpha[int(0.6 * height), width // 2] = 0.0
+    veil = alpha[: height // 10, : width // 8]
+    veil[...] = rng.uniform(0.0, 0.3, veil.shape)
+    return image, alpha.astype(np.float32)
+
+
+def _reference_blur_background(image, alpha, strength):
+    """blur_background written plainly: colours and weight as separate float arrays, a plain blur everywhere."""
+    height, width = alpha.shape
+    sigma = blur_sigma(height, width, strength)
+    weight = 1.0 - alpha
+    weighted = image.astype(np.float32) * weight[..., None]
+    plain = image
+    factor = max(1.0, sigma / compose._BLUR_SIGMA_AT_LOW_RESOLUTION)
+    small = (max(1, round(width / factor)), max(1, round(height / factor)))
+    if small != (width, height):
+        weighted = cv2.resize(weighted, small, interpolation=cv2.INTER_AREA)
+        weight = cv2.resize(weight, small, interpolation=cv2.INTER_AREA)
+        plain = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
+        sigma = sigma * small[0] / width
+    blur = lambda values: cv2.GaussianBlur(values, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    weight_sum = blur(weight)[..., None]
+    normalised = blur(weighted) / np.maximum(weight_sum, compose._MIN_BACKGROUND_WEIGHT)
+    background = np.where(weight_sum < compose._MIN_BACKGROUND_WEIGHT, blur(plain.astype(np.float32)), normalised)
+    background = np.clip(np.rint(background), 0, 255).astype(np.uint8)
+    background = cv2.resize(background, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.rint(alpha[..., None] * image + (1.0 - alpha[..., None]) * background).astype(np.uint8)
+
+
+@pytest.mark.parametrize("strength", [10, 50, 100])  # at 320x240: full resolution; shrunk by 1.2; by 2.4 (the webcam's)
+def test_blur_background_equals_a_plain_reference(strength):
+    image, alpha = _webcam_scene()
+    result = blur_background(image, alpha, strength)
+    reference = _reference_blur_background(image, alpha, strength)
+    difference = np.abs(result.astype(int) - reference)
+    # float32 rounding in another order and OpenCV's blend: one level at a few pixels (measured: 19-21 of 230400
+    # values; shrinking by 2 then 1.2 instead of 2.4 at once would change 2091)
+    assert difference.max() <= 1 and difference.mean() < 1e-3, (difference.max(), difference.mean())
+    # the case that needs the plain blur (no background near the body's centre) is covered
+    sigma = blur_sigma(*alpha.shape, strength)
+    factor = max(1.0, sigma / compose._BLUR_SIGMA_AT_LOW_RESOLUTION)
+    shrunk = cv2.resize(1.0 - alpha, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
+    assert (cv2.GaussianBlur(shrunk, (0, 0), sigma / factor) < compose._MIN_BACKGROUND_WEIGHT).any()
+
+
+@pytest.mark.parametrize("size", [(240, 320), (7, 13), (1, 1)])
+def test_replace_with_a_colour_equals_a_full_colour_image(size):
+    image, alpha = _webcam_scene(*size)
+    for colour in ["#ffffff", (0, 255, 0), "rgb(12, 34, 56)"]:
+        solid = np.full((*size, 3), parse_colour(colour), np.uint8)
+        assert np.array_equal(replace_background(image, alpha, colour), replace_background(image, alpha, solid))
+        reference = np.rint(alpha[..., None] * image + (1.0 - alpha[..., None]) * solid)
+        assert np.abs(replace_background(image, alpha, colour) - reference).max() <= 1
+
+
+class _ReferenceSmoother:
+    """TemporalSmoother's documented formula, one temporary per step."""
+
+    def __init__(self, momentum=0.6, motion_threshold=0.5, scene_change=0.25):
+        self.momentum, self.motion_threshold, self.scene_change = momentum, motion_threshold, scene_change
+        self.previous = None
+
+    def update(self, alpha):
+        alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32)
+        if self.previous is None or self.previous.shape != alpha.shape:
+            self.previous = alpha.copy()
+            return alpha.copy()
+        change = np.abs(alpha - self.previous)
+        if float((change >= self.motion_threshold).mean()) > self.scene_change:
+            self.previous = alpha.copy()
+            return alpha.copy()
+        stillness = np.clip((self.motion_threshold - change) / (0.5 * self.motion_threshold), 0.0, 1.0)
+        keep = self.momentum * (1.0 - (2.0 * alpha - 1.0) ** 2) * stillness
+        self.previous = (keep * self.previous + (1.0 - keep) * alpha).astype(np.float32)
+        return self.previous.copy()
+
+
+@pytest.mark.parametrize("settings", [{}, {"momentum": 0.9, "motion_threshold": 0.3, "scene_change": 0.5}])
+def test_smoother_equals_the_plain_formula(settings):
+    rng = np.random.default_rng(4)
+    _, alpha = _webcam_scene(60, 80)
+    ours, reference = TemporalSmoother(**settings), _ReferenceSmoother(**settings)
+    frames = [np.clip(np.roll(alpha, step, axis=1) + rng.normal(0, 0.1, alpha.shape), 0, 1).astype(np.float32)
+              for step in range(8)]
+    frames.insert(5, 1.0 - frames[4])  # a cut
+    frames.append(np.float64(frames[-1]) + 5e-4)  # float64, a little above 1 in places: validated and clipped
+    for frame in frames:
+        before = frame.copy()
+        smoothed = ours.update(frame)
+        assert smoothed.dtype == np.float32 and not np.shares_memory(smoothed, frame)
+        np.testing.assert_allclose(smoothed, reference.update(frame), rtol=0, atol=1e-6)
+        assert np.array_equal(frame, before)  # the caller's frame is never written
+
+
+def test_sharpen_alpha_equals_the_logit_formula():
+    _, alpha = _webcam_scene(60, 80)
+    alpha[0, :4] = [0.0, 1.0, 0.5, 1e-7]
+    for gain in [4.0, 2.5]:
+        clipped = np.clip(alpha.astype(np.float64), 1e-6, 1 - 1e-6)
+        reference = 1.0 / (1.0 + np.exp(-gain * np.log(clipped / (1.0 - clipped))))
+        np.testing.assert_allclose(sharpen_alpha(alpha, gain), reference, rtol=0, atol=1e-6)
+
+
+def test_validation_passes_alphas_on_without_writing_to_them():
+    """A valid float32 alpha is no longer copied on validation: every step must still leave it untouched and
+    return new arrays; float64 and slightly-out-of-range alphas come out as float32 clipped to [0, 1]."""
+    image, alpha = _webcam_scene(60, 80)
+    original = alpha.copy()
+    smoother = TemporalSmoother()
+    results = [matte(image, alpha), matte(image, alpha, refine=False), refine_alpha(image, alpha),
+               refine_alpha(image, alpha, edges=False), sharpen_alpha(alpha), sharpen_alpha(alpha, 1.0),
+               smoother.update(alpha), smoother.update(alpha), cutout(image, alpha), blur_background(image, alpha),
+               replace_background(image, alpha, "#00ff00"), estimate_foreground(image, alpha),
+               *remove_background(image, alpha, "blur", smoother=TemporalSmoother())]
+    assert np.array_equal(alpha, original)
+    assert not any(np.shares_memory(result, alpha) for result in results)
+    nudged = alpha.astype(np.float64)
+    nudged[0, 0], nudged[0, 1] = -5e-4, 1 + 5e-4  # rounding error: tolerated and clipped
+    clean = np.clip(nudged, 0, 1).astype(np.float32)
+    np.testing.assert_array_equal(refine_alpha(image, nudged, edges=False), clean)
+    np.testing.assert_array_equal(cutout(image, nudged), cutout(image, clean))
+    for bad in [np.inf, -np.inf, np.nan]:
+        broken = alpha.copy()
+        broken[3, 3] = bad
+        with pytest.raises(SegcoreError, match="NaN or infinite"):
+            sharpen_alpha(broken)
