@@ -126,6 +126,13 @@ def _baseline_lines(metrics: dict, baseline: dict) -> list[str]:
     return lines
 
 
+def _trained_on(recipe: dict, data: str, split: str) -> bool:
+    """Whether the recipe trained on `split` of the same dataset folder (train_split "train+val" and split val)."""
+    splits = str(recipe.get("train_split") or "").split("+")
+    same_data = recipe.get("data") is None or Path(str(recipe["data"])).name == Path(str(data)).name
+    return split in splits and same_data
+
+
 def model_card(name: str, config: dict, metrics: dict, split: str, data: str, licence: str, training: dict,
                latency_ms: float, parameters: int, hardware: str, command: str,
                baseline: dict | None = None, notes: str = "", end_to_end: tuple[float, str] | None = None) -> str:
@@ -151,6 +158,9 @@ def model_card(name: str, config: dict, metrics: dict, split: str, data: str, li
         "",
         f"## Measured on `{data}`, split `{split}` ({metrics.get('images')} images, full size)",
         "",
+        *([f"The model was trained on this split as well (train_split `{recipe.get('train_split')}`, the final "
+           "protocol once settings were chosen on val): these numbers are not held out. The held-out numbers are "
+           "those of the run that chose the settings.", ""] if _trained_on(recipe, data, split) else []),
         "| metric | value |",
         "|---|---|",
         *_format_metrics({k: v for k, v in metrics.items() if k != "images"}, config["class_names"]),

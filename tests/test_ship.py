@@ -293,3 +293,20 @@ def test_tta_table_puts_each_setting_beside_the_models_plain_pass(trained_model_
     # Without timings the ms cells stay empty; a model that is not shipped says so.
     assert tta_table(results, tmp_path / "no-weights").splitlines()[2].endswith("|  |  | not shipped |")
     assert tta_table(tmp_path / "nothing", weights) == "(no recorded evaluations yet)"
+
+
+def test_a_card_says_when_the_measured_split_was_trained_on():
+    from segcore.ship import model_card
+
+    config = {"architecture": "enet", "task": "semantic", "input_size": [360, 480], "resize": "fixed",
+              "class_names": ["road", "sky"]}
+
+    def card(train_split: str, split: str, data: str = "../shared/data/camvid") -> str:
+        training = {"recipe": {"data": "../shared/data/camvid", "train_split": train_split}, "epochs": 1}
+        return model_card("camvid-enet", config, {"miou": 0.5, "images": 101}, split, data, "x", training, 1.0,
+                          1000, "CPU", "python -m segcore ship ...")
+
+    assert "these numbers are not held out" in card("train+val", "val")
+    assert "not held out" not in card("train+val", "test")  # the test split stays clean
+    assert "not held out" not in card("train", "val")
+    assert "not held out" not in card("train+val", "val", data="/data/other")  # another dataset's val

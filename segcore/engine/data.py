@@ -45,7 +45,11 @@ class IndexedSubset(Dataset):
 
 
 def open_dataset(kind: str, root: str, split: str | None, transform=None, evaluation: bool = False, **kwargs):
-    """One dataset of a kind; evaluation=True asks saliency sets for fixation maps too."""
+    """One dataset of a kind; evaluation=True asks saliency sets for fixation maps too. Splits joined by "+"
+    ("train+val": the papers' protocol of training the final model on both once settings are fixed on val) are
+    opened one by one and read as one dataset, in the order given."""
+    if isinstance(split, str) and "+" in split:
+        return _joined_splits(kind, root, split, transform, evaluation, kwargs)
     if kind == "folder":
         return FolderDataset(root, split=split, transform=transform, **kwargs)
     if kind == "camvid":
@@ -156,6 +160,17 @@ def build_multisource_datasets(config: TrainConfig):
         "val_images": sum(len(val_set) for val_set in val_sets.values()),
     }
     return train_set, (val_sets or None), info
+
+
+def _joined_splits(kind: str, root: str, split: str, transform, evaluation: bool, kwargs: dict):
+    parts = [part.strip() for part in split.split("+")]
+    if any(not part for part in parts) or len(set(parts)) != len(parts):
+        raise ConfigError(f"split {split!r}: join distinct split names with '+', e.g. train+val")
+    first, *others = (open_dataset(kind, root, part, transform, evaluation, **kwargs) for part in parts)
+    # Every dataset kind keeps its pairs in `samples` and reads each by its paths alone, so the splits' lists
+    # joined are the joined dataset (class names, palette and loaders are the kind's, the same for every split).
+    first.samples = [sample for dataset in (first, *others) for sample in dataset.samples]
+    return first
 
 
 def build_datasets(config: TrainConfig):

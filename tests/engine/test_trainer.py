@@ -433,3 +433,24 @@ def test_held_out_validation_images_are_the_same_whatever_the_runs_seed(shapes_r
     assert len(first) == 12 and not set(first) & set(trained)
     assert held_out(seed=9)[0] == first  # another run seed: the same held-out images
     assert held_out(seed=0, val_seed=3)[0] != first  # a dataset's own val_seed picks another split
+
+
+def test_train_plus_val_trains_on_both_splits(shapes_root, tmp_path):
+    """The papers' final protocol: once settings are fixed on val, the shipped model trains on train and val."""
+    from segcore.engine.data import build_datasets, open_dataset
+
+    train, val = (open_dataset("folder", str(shapes_root), split) for split in ("train", "val"))
+    joined = open_dataset("folder", str(shapes_root), "train+val")
+    assert joined.names == train.names + val.names and len(joined) == len(train) + len(val)
+    assert joined.class_names == train.class_names
+    index = len(train)  # the first val pair, read through the joined set
+    assert (joined.load(index)[1] == val.load(0)[1]).all()
+    config = TrainConfig.from_dict({"model": "unet", "model_kwargs": {"width": 4}, "data": str(shapes_root),
+                                    "train_split": "train+val", "val_split": "val", "input_size": [48, 48],
+                                    "augmentation": "none"})
+    train_set, val_set, info = build_datasets(config)
+    assert info["train_images"] == len(joined) and len(val_set) == len(val)
+    assert "split=train+val" in info["description"]
+    for bad in ("train+", "train+train", "+val"):
+        with pytest.raises(ConfigError, match="join distinct split names"):
+            open_dataset("folder", str(shapes_root), bad)
