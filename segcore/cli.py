@@ -93,7 +93,9 @@ def _cmd_list(args) -> int:
               "recipes/person-fast.yaml --record docs/results/persons/X.json`, and the Shen 2016 test split by `eval "
               "--data ../shared/data/portrait-shen2016 --split test --record ...`; the peer by `--peer mediapipe` "
               "(setup in docs/benchmarks.md). Rows with another policy than the model's own score it through `--resize` "
-              "(portrait-sinet was trained with fixed 224x224 inputs, the person-fast run with letterbox 256x256).\n")
+              "(portrait-sinet was trained with fixed 224x224 inputs, the person-fast run with letterbox 256x256). The "
+              "later stages' rows (`--recipe recipes/person-fast-stage10.yaml`) leave Shen val out: stages 2-9 held out "
+              "other Shen images than stage 1 and trained on these, so only the Shen test split is clean for them.\n")
         print(person_table(results / "persons"))
         print("\n## Contrastive pre-training, measured\n")
         print("SINet on portrait-shen2016 with 10 % and 100 % of the training labels: (a) boundary-aware loss only, "
