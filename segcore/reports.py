@@ -27,6 +27,13 @@ def _latency_cell(shipped: dict) -> str:
     return network
 
 
+def _shipped_training(config: dict) -> str:
+    """How a shipped model was trained, from its card: epochs, hours and hardware."""
+    shipped = config.get("meta", {}).get("shipped", {})
+    hours = shipped.get("wall_seconds")
+    return f"{shipped.get('epochs')} epochs, {hours / 3600 if hours else float('nan'):.2f} h, {shipped.get('hardware')}"
+
+
 def shipped_table(weights_dir: str | os.PathLike) -> str:
     """Markdown table of shipped models for docs/models.md, from their configs' measured numbers."""
     lines = ["| shipped model | task | architecture | parameters (M) | input | metrics (split) | CPU latency | "
@@ -45,12 +52,10 @@ def shipped_table(weights_dir: str | os.PathLike) -> str:
             shown += (f"; beats the centre-bias baseline on {sum(wins.values())} of {len(wins)} ("
                       + ", ".join(f"{key} {value:.3f}" for key, value in baseline.items()
                                   if isinstance(value, float)) + ")")
-        hours = shipped.get("wall_seconds")
         lines.append(
             f"| {entry.name} | {entry.task} | {entry.architecture} | {shipped.get('parameters', 0) / 1e6:.3f} | "
             f"{config['input_size'][0]}x{config['input_size'][1]} | {shown} | "
-            f"{_latency_cell(shipped)} | "
-            f"{shipped.get('epochs')} epochs, {hours / 3600 if hours else float('nan'):.2f} h, {shipped.get('hardware')} |"
+            f"{_latency_cell(shipped)} | {_shipped_training(config)} |"
         )
     if len(lines) == 2:
         lines.append("| (none shipped yet) | | | | | | | |")
@@ -168,12 +173,6 @@ def person_table(results_dir: str | os.PathLike, peer_prefix: str = "mediapipe")
             lines.append(f"- {model} against {peer}: at or above on {len(at_or_above)} of {len(shared)} sets"
                          + (f"; below on {', '.join(below)}" if below else "") + ".")
     return "\n".join(lines)
-
-
-def _shipped_training(config: dict) -> str:
-    shipped = config.get("meta", {}).get("shipped", {})
-    hours = shipped.get("wall_seconds")
-    return f"{shipped.get('epochs')} epochs, {hours / 3600 if hours else float('nan'):.2f} h, {shipped.get('hardware')}"
 
 
 def tta_table(results_dir: str | os.PathLike, weights_dir: str | os.PathLike, bench_file=None) -> str:

@@ -130,7 +130,7 @@ def _trained_on(recipe: dict, data: str, split: str) -> bool:
     """Whether the recipe trained on `split` of the same dataset folder (train_split "train+val" and split val)."""
     splits = str(recipe.get("train_split") or "").split("+")
     same_data = recipe.get("data") is None or Path(str(recipe["data"])).name == Path(str(data)).name
-    return split in splits and same_data
+    return len(splits) > 1 and split in splits and same_data
 
 
 def model_card(name: str, config: dict, metrics: dict, split: str, data: str, licence: str, training: dict,

@@ -309,4 +309,5 @@ def test_a_card_says_when_the_measured_split_was_trained_on():
     assert "these numbers are not held out" in card("train+val", "val")
     assert "not held out" not in card("train+val", "test")  # the test split stays clean
     assert "not held out" not in card("train", "val")
+    assert "not held out" not in card("train", "train")  # a plain run's own training split: nothing joined
     assert "not held out" not in card("train+val", "val", data="/data/other")  # another dataset's val
