@@ -304,8 +304,10 @@ BACKGROUND_MODES = compose.BACKGROUND_MODES
 def remove_background(image, *, model: str | None = None, mode: str = "cutout", blur_strength: float = 50.0,
                       background_color: str = "#ffffff", background_image=None, refine_edges: bool = True,
                       crf: bool = False, smoother: compose.TemporalSmoother | None = None,
-                      foreground_colours: bool = True) -> BackgroundResult:
+                      foreground_colours: bool = True, tta: str | None = None) -> BackgroundResult:
     """Cut out, blur or replace the background of a portrait. `smoother` carries the mask across webcam frames.
+    `tta`: test-time augmentation for this picture; None runs the model as it was shipped (person-fast also sees
+    the photo mirrored), the webcam passes "none" to keep its frame rate.
     `foreground_colours`: estimate the person's own colours in the soft edge (compose.estimate_foreground), so the
     old background does not show through a new one (40 % less halo on the Shen validation photos, 44-61 ms a
     600x800 photo on 2 busy cores; docs/benchmarks.md); the webcam leaves it out to keep its frame rate."""
@@ -328,7 +330,7 @@ def remove_background(image, *, model: str | None = None, mode: str = "cutout", 
     result, alpha, prediction = compose.predict_and_remove_background(
         get_segmenter(model), picture, mode, refine=refine_edges, crf=crf, crf_max_pixels=CRF_MAX_PIXELS,
         blur_strength=blur_strength, background=replacement if replacement is not None else background_color,
-        foreground_colours=foreground_colours, smoother=smoother)
+        foreground_colours=foreground_colours, smoother=smoother, tta=tta)
     total = (time.perf_counter() - started) * 1000.0
     return BackgroundResult(result, alpha, model, prediction.latency_ms, total, loaded.notes, original=picture)
 
@@ -367,7 +369,7 @@ class WebcamSession:
         try:
             result = remove_background(frame, model=model, mode=mode, blur_strength=blur_strength,
                                        background_color=background_color, refine_edges=refine_edges,
-                                       smoother=self.smoother, foreground_colours=False)
+                                       smoother=self.smoother, foreground_colours=False, tta="none")
         except SegcoreError as error:
             self.smoother.reset()
             return WebcamFrame(None, None, str(error))

@@ -110,6 +110,8 @@ def build_config(
         "input_size": [int(input_size[0]), int(input_size[1])],
         "resize": resize,
         "ignore_index": ignore_index,
+        # the test-time augmentation the model runs with by default (segcore.inference.TestTimeAugmentation)
+        **({"tta": str(base["tta"])} if base.get("tta") else {}),
         "meta": _json_ready(merged_meta, "meta"),
     }
 
@@ -247,6 +249,8 @@ def config_problems(config: dict) -> list[str]:
                 problems.append(f"normalization {key} must be three finite numbers, not {values!r}")
             elif key == "std" and min(values) <= 0:
                 problems.append(f"normalization std must be positive (it divides the pixels), not {values}")
+    if "tta" in config and not isinstance(config["tta"], str):
+        problems.append(f"tta must be a test-time augmentation such as \"flip\", not {config['tta']!r}")
     names = config.get("class_names")
     if names is not None and isinstance(num_classes, int) and (not isinstance(names, list) or len(names) != num_classes):
         problems.append(f"class_names must list one name per class ({num_classes}), not {names!r}")

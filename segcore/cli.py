@@ -447,8 +447,8 @@ def _cmd_eval(args) -> int:
     metrics = {"model": name, "data": data, "split": split, **metrics}
     if args.resize:
         metrics["resize"] = args.resize
-    if args.tta:
-        metrics["tta"] = args.tta
+    if isinstance(segmenter, Segmenter) and segmenter.tta is not None:  # --tta, or the model's own setting
+        metrics["tta"] = segmenter.tta.spec
     if args.record:
         from segcore.runs import run_training_summary
         from segcore.zoo import resolve
@@ -500,7 +500,8 @@ def _cmd_ship(args) -> int:
     command = "python -m segcore " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["ship"] else "segcore ship"
     result = ship_model(resolve(args.model), args.name, data=args.data, split=args.split, dataset=args.dataset,
                         licence=args.licence, weights_dir=args.weights_dir, command=command,
-                        hardware=args.hardware, notes=args.notes, class_names=args.class_names)
+                        hardware=args.hardware, notes=args.notes, class_names=args.class_names, tta=args.tta,
+                        recipe_path=args.recipe)
     shown = {k: round(v, 4) for k, v in result["metrics"].items() if isinstance(v, float)}
     print(f"{result['path']}: {shown}, CPU latency {result['cpu_latency_ms']:.1f} ms, weights {result['dtype']}")
     return 0
@@ -574,7 +575,7 @@ def _bench_predict(args) -> int:
                                    args.val_fraction)
     if args.what == "webcam":
         frames = bench.webcam_frames(samples)
-        webcam = [bench.webcam_benchmark(Segmenter.from_pretrained(model, device="cpu", runtime=runtime),
+        webcam = [bench.webcam_benchmark(Segmenter.from_pretrained(model, device="cpu", runtime=runtime, tta="none"),
                                          frames, mode=args.mode, passes=args.passes, name=Path(model).name)
                   for model in args.model or [] for runtime in args.runtime]
         print(f"{len(frames)} frames of 640x480 (photos scaled to cover, centre-cropped); model, edge refinement, "
@@ -593,11 +594,11 @@ def _bench_predict(args) -> int:
             results.append({**result, "threads": "own"})
     for model in args.model or []:
         for runtime in args.runtime:
-            for tta in args.tta or ["none"]:
+            for tta in args.tta or [None]:  # None: as the model was shipped (its own test-time setting, if any)
                 segmenter = Segmenter.from_pretrained(model, device="cpu", runtime=runtime, tta=tta)
                 name = Path(model).name if Path(model).exists() else model
                 if segmenter.tta is not None:
-                    name = f"{name} (tta {tta})"
+                    name = f"{name} (tta {segmenter.tta.spec})"
                 for callers in args.concurrency:
                     results.append(bench.predict_benchmark(segmenter, samples, callers, args.passes, name=name,
                                                            runtime=runtime))
@@ -611,7 +612,8 @@ def _bench_predict(args) -> int:
 
 
 TTA_HELP = ("test-time augmentation: flip (the mirrored image too), scales:0.75,1.25 (network input sizes too) or "
-            "flip+scales:0.75,1.25; logits averaged (default: none)")
+            "flip+scales:0.75,1.25; logits averaged; none turns it off (default: the model's own setting, none for "
+            "most models)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -723,6 +725,10 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--notes", default="", help="a line for the card (e.g. how the training data was carried)")
     ship.add_argument("--class-names", nargs="+", metavar="NAME", help="rename the classes, one name per class in "
                       "class order (e.g. background person)")
+    ship.add_argument("--tta", help="the test-time augmentation the model runs with by default (e.g. flip), chosen on "
+                      "validation; measured with it, written to its config and card (webcam frames run without)")
+    ship.add_argument("--recipe", help="the recipe the card names (default: recipes/NAME.yaml), e.g. the last stage "
+                      "of a staged training")
     ship.set_defaults(handler=_cmd_ship)
 
     bench = commands.add_parser("bench", help="benchmark models (latency, FLOPs, memory) or the dense CRF vs pydensecrf2")

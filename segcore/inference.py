@@ -11,7 +11,9 @@ one logit margin per pixel (softmax over two classes is the sigmoid of their dif
 Test-time augmentation (`TestTimeAugmentation`, `Segmenter(tta=...)`): the network also sees the image mirrored
 and/or at other scales of its network input, and the logits of every pass, mapped back onto the plain pass's grid,
 are averaged before labels are taken (the multi-scale / flip inputs of DeepLab's and BiSeNet's evaluations;
-averaging logits rather than probabilities keeps one code path for labels and lazy probabilities).
+averaging logits rather than probabilities keeps one code path for labels and lazy probabilities). A saved model
+may carry its own setting (config "tta", chosen on validation when it was shipped); `tta=None` uses it, "none"
+turns it off, and `predict(image, tta=...)` overrides it for one call (the webcam runs without it).
 
 A runner executes the network: the torch module, or an ONNX Runtime session of its export
 (`runtime="onnxruntime"`). One thread policy (`set_num_threads`, env SEGCORE_THREADS) sizes torch, OpenCV and
@@ -281,6 +283,14 @@ class TestTimeAugmentation:
     def passes(self) -> int:
         return len(self.scales) * (2 if self.flip else 1)
 
+    @property
+    def spec(self) -> str:
+        """The setting as parse() reads it: "flip", "scales:0.75,1.25", "flip+scales:0.75,1.25"."""
+        extra = [scale for scale in self.scales if scale != 1.0]
+        parts = (["flip"] if self.flip else []) + ([f"scales:{','.join(f'{scale:g}' for scale in extra)}"]
+                                                   if extra else [])
+        return "+".join(parts) or "none"
+
     @classmethod
     def parse(cls, spec) -> "TestTimeAugmentation | None":
         """None, "none", "flip", "scales:0.75,1.25" or "flip+scales:0.75,1.25" (the CLI's --tta), or an instance."""
@@ -407,12 +417,8 @@ class Segmenter(ConfigClasses):
         self.config = config
         self.device = resolve_device(device)
         self.model = model.eval()
-        self.tta = TestTimeAugmentation.parse(tta)
-        if (self.tta is not None and self.tta.scales != (1.0,) and runtime == "onnxruntime"
-                and self._onnx_input_size() is not None):
-            raise ConfigError(f"test-time scales need a network that takes any input size; {config['architecture']} "
-                              f"under resize '{config['resize']}' runs in ONNX Runtime at one size only: use "
-                              "runtime='torch' for scales, or flip alone")
+        self._runtime_requested = runtime
+        self.tta = self._checked_tta(config.get("tta") if tta is None else tta)
         if runtime == "onnxruntime":
             if self.device.type != "cpu":
                 raise SegcoreError("runtime 'onnxruntime' runs on the CPU here; use runtime='torch' for a GPU")
@@ -437,6 +443,15 @@ class Segmenter(ConfigClasses):
     def runtime(self) -> str:
         return self.runner.runtime
 
+    def _checked_tta(self, spec) -> TestTimeAugmentation | None:
+        tta = TestTimeAugmentation.parse(spec)
+        if (tta is not None and tta.scales != (1.0,) and self._runtime_requested == "onnxruntime"
+                and self._onnx_input_size() is not None):
+            raise ConfigError(f"test-time scales need a network that takes any input size; "
+                              f"{self.config['architecture']} under resize '{self.config['resize']}' runs in ONNX "
+                              "Runtime at one size only: use runtime='torch' for scales, or flip alone")
+        return tta
+
     def _onnx_input_size(self) -> tuple[int, int] | None:
         """The fixed size to export at, or None where the network input follows the image (a dynamic export)."""
         if self.config["resize"] in FIXED_SIZE_POLICIES:
@@ -455,12 +470,14 @@ class Segmenter(ConfigClasses):
             return read_image(image)
         return to_rgb_uint8(image)
 
-    def predict(self, image) -> Prediction:
-        """`image`: RGB uint8 (H, W, 3) array, or grey/RGBA/float array, PIL image, or a file path."""
-        return self.predict_batch([image])[0]
+    def predict(self, image, tta=None) -> Prediction:
+        """`image`: RGB uint8 (H, W, 3) array, or grey/RGBA/float array, PIL image, or a file path.
+        `tta`: this call's test-time augmentation ("none", "flip", ...); None keeps the segmenter's."""
+        return self.predict_batch([image], tta=tta)[0]
 
-    def predict_batch(self, images) -> list[Prediction]:
+    def predict_batch(self, images, tta=None) -> list[Prediction]:
         """Predict several images; those sharing a network input size run as one batch."""
+        augmentation = self.tta if tta is None else self._checked_tta(tta)
         arrays = [self._prepare(image) for image in images]
         input_size = tuple(self.config["input_size"])
         results: list[Prediction | None] = [None] * len(arrays)
@@ -471,18 +488,19 @@ class Segmenter(ConfigClasses):
         slots = _cpu_slots if self.device.type == "cpu" else contextlib.nullcontext()
         for size, indices in groups.items():
             with slots:
-                self._predict_group(arrays, indices, size, input_size, results)
+                self._predict_group(arrays, indices, size, input_size, results, augmentation)
         return results  # type: ignore[return-value]
 
-    def _predict_group(self, arrays, indices, size, input_size, results) -> None:
+    def _predict_group(self, arrays, indices, size, input_size, results, augmentation) -> None:
         """Predict the images at `indices`, which share the network input `size`, as one batch."""
         start = time.perf_counter()
         contents = [content_size(*arrays[index].shape[:2], input_size, self.config["resize"]) for index in indices]
         batch = np.stack([self.network_input(arrays[index], size, content)
                           for index, content in zip(indices, contents)])
         logits = self.runner(batch)
-        if self.tta is not None:
-            logits = self._augmented_logits(logits, [arrays[index] for index in indices], size, contents)
+        if augmentation is not None:
+            logits = self._augmented_logits(logits, [arrays[index] for index in indices], size, contents,
+                                            augmentation)
         for position, index in enumerate(indices):
             results[index] = self._postprocess(logits[position], contents[position], arrays[index].shape[:2])
         elapsed = (time.perf_counter() - start) * 1000.0 / len(indices)
@@ -490,12 +508,12 @@ class Segmenter(ConfigClasses):
             results[index].latency_ms = elapsed
 
     def _augmented_logits(self, plain: np.ndarray, arrays: list[np.ndarray], size: tuple[int, int],
-                          contents: list[tuple[int, int]]) -> np.ndarray:
+                          contents: list[tuple[int, int]], augmentation: TestTimeAugmentation) -> np.ndarray:
         """The mean of the plain pass's logits (N, C, H, W) and those of every test-time pass, each cropped to its
         content, resized to the plain pass's content, un-mirrored and laid on the plain pass's grid."""
         total = np.array(plain, dtype=np.float32)
-        for scale in self.tta.scales:
-            for flip in (False, True) if self.tta.flip else (False,):
+        for scale in augmentation.scales:
+            for flip in (False, True) if augmentation.flip else (False,):
                 if scale == 1.0 and not flip:
                     continue  # the plain pass
                 scaled = (max(8, round(size[0] * scale)), max(8, round(size[1] * scale)))
@@ -512,7 +530,7 @@ class Segmenter(ConfigClasses):
                     if flip:
                         crop = crop[:, ::-1]
                     total[position, :, :height, :width] += crop.transpose(2, 0, 1)
-        return total / self.tta.passes
+        return total / augmentation.passes
 
     def network_input(self, array: np.ndarray, size: tuple[int, int], content: tuple[int, int]) -> np.ndarray:
         """uint8 (H, W, 3) -> normalised float32 (3, size) with the image resized to `content`, black below/right."""

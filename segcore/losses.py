@@ -1,6 +1,7 @@
-"""Training losses, built by name with `build_loss(name, **kwargs)`: cross-entropy with auxiliary heads (BiSeNet,
-arXiv:1808.00897), SINet's boundary-aware loss (arXiv:1911.09099), the pixel-wise label-based contrastive loss of
-Zhao et al. (arXiv:2012.06985) and saliency losses (MSE, KL divergence, correlation).
+"""Training losses, built by name with `build_loss(name, **kwargs)`: cross-entropy with auxiliary heads and optional
+online hard example mining (BiSeNet, arXiv:1808.00897, and its training code), SINet's boundary-aware loss
+(arXiv:1911.09099), the pixel-wise label-based contrastive loss of Zhao et al. (arXiv:2012.06985) and saliency
+losses (MSE, KL divergence, correlation).
 
 Supervised losses take the model's output dict {"out": logits, optionally "aux": [logits, ...]} (or bare logits)
 and the target; the contrastive loss takes projection features of a batch and of its distorted views with labels.
@@ -10,6 +11,7 @@ Deviation: the contrastive loss samples at most `max_pixels` pixels per image so
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable
 
 import torch
@@ -77,11 +79,31 @@ def _check_sizes(logits: torch.Tensor, target: torch.Tensor) -> None:
 
 
 class _WeightedCrossEntropy(SupervisedLoss):
-    def __init__(self, ignore_index: int = 255, class_weights: list[float] | None = None, aux_weight: float = 1.0):
+    """Shared by "ce" and "boundary". `hard_weight` > 0 adds online hard example mining as BiSeNet's training code
+    does (its OhemCELoss): hard_weight * the (weighted) mean CE over the hard pixels, those whose probability of
+    their true class is below `hard_threshold` (0.7 there). The term is added to the full loss rather than
+    replacing it, so a batch without hard pixels still trains (BiSeNet instead keeps at least 1/16 of the pixels)."""
+
+    def __init__(self, ignore_index: int = 255, class_weights: list[float] | None = None, aux_weight: float = 1.0,
+                 hard_weight: float = 0.0, hard_threshold: float = 0.7):
         super().__init__(aux_weight)
         self.ignore_index = int(ignore_index)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
+        if hard_weight < 0 or not 0.0 < hard_threshold <= 1.0:
+            raise ConfigError(f"hard_weight must be >= 0 and hard_threshold in (0, 1], got {hard_weight} and "
+                              f"{hard_threshold}")
+        self.hard_weight = float(hard_weight)
+        # CE above -log(threshold) <=> probability of the true class below threshold.
+        self.hard_loss = -math.log(float(hard_threshold))
+
+    def _hard_term(self, losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | float:
+        """hard_weight * mean CE over the pixels the model still gets wrong with confidence < hard_threshold.
+        `losses` carry their class weight, so the comparison scales the threshold by the same weight."""
+        if self.hard_weight == 0.0:
+            return 0.0
+        hard = (losses > weights * self.hard_loss).to(losses.dtype)
+        return self.hard_weight * self._weighted_mean(losses, weights, hard)
 
     def _pixel_losses(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel weighted CE and per-pixel weight (the class weight of the target; 0 at ignored pixels)."""
@@ -114,7 +136,7 @@ class CrossEntropyLoss(_WeightedCrossEntropy):
 
     def single(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         losses, weights = self._pixel_losses(logits, target)
-        return self._weighted_mean(losses, weights)
+        return self._weighted_mean(losses, weights) + self._hard_term(losses, weights)
 
 
 def _window_max(values: torch.Tensor, width: int) -> torch.Tensor:
@@ -164,15 +186,18 @@ class BoundaryAwareLoss(_WeightedCrossEntropy):
         ignore_index: int = 255,
         class_weights: list[float] | None = None,
         aux_weight: float = 1.0,
+        hard_weight: float = 0.0,
+        hard_threshold: float = 0.7,
     ):
-        super().__init__(ignore_index, class_weights, aux_weight)
+        super().__init__(ignore_index, class_weights, aux_weight, hard_weight, hard_threshold)
         self.lambda_boundary = float(lambda_boundary)
         self.band_width = int(band_width)
 
     def single(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         losses, weights = self._pixel_losses(logits, target)
         band = boundary_band(target, self.band_width, self.ignore_index).to(losses.dtype)
-        return self._weighted_mean(losses, weights) + self.lambda_boundary * self._weighted_mean(losses, weights, band)
+        return (self._weighted_mean(losses, weights) + self.lambda_boundary * self._weighted_mean(losses, weights, band)
+                + self._hard_term(losses, weights))
 
 
 # --------------------------------------------------------------------------------------------------------------

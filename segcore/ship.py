@@ -27,7 +27,7 @@ from segcore.checkpoint import build_config, load_pretrained, save_pretrained
 from segcore.engine.data import open_dataset
 from segcore.engine.evaluate import CenterBias, evaluate
 from segcore.errors import SegcoreError
-from segcore.inference import Segmenter
+from segcore.inference import Segmenter, TestTimeAugmentation
 from segcore.registry import builder_parameters, create_model
 from segcore.reports import LOWER_IS_BETTER, beats_baseline
 from segcore.runs import run_training_summary
@@ -135,7 +135,8 @@ def _trained_on(recipe: dict, data: str, split: str) -> bool:
 
 def model_card(name: str, config: dict, metrics: dict, split: str, data: str, licence: str, training: dict,
                latency_ms: float, parameters: int, hardware: str, command: str,
-               baseline: dict | None = None, notes: str = "", end_to_end: tuple[float, str] | None = None) -> str:
+               baseline: dict | None = None, notes: str = "", end_to_end: tuple[float, str] | None = None,
+               recipe_path: str | None = None) -> str:
     hours = f"{training['wall_seconds'] / 3600:.2f} h" if training.get("wall_seconds") else "unknown"
     recipe = training.get("recipe", {})
     lines = [
@@ -144,11 +145,14 @@ def model_card(name: str, config: dict, metrics: dict, split: str, data: str, li
         f"`{config['architecture']}` ({config['task']}), {parameters / 1e6:.3f} M parameters, input "
         f"{config['input_size'][0]}x{config['input_size'][1]} (resize policy `{config['resize']}`), classes: "
         f"{', '.join(config['class_names'])}.",
+        *(["", f"Runs with test-time augmentation `{config['tta']}` (logits of each pass averaged), chosen on "
+           "validation; every figure below includes it. `Segmenter(..., tta=\"none\")` or `--tta none` turns it "
+           "off; the app's webcam runs without it."] if config.get("tta") else []),
         "",
         "## Training",
         "",
         f"- data: {training.get('data') or recipe.get('data')}",
-        f"- recipe: `recipes/{name}.yaml` (loss {recipe.get('loss')}, optimizer {recipe.get('optimizer')}, "
+        f"- recipe: `{recipe_path or f'recipes/{name}.yaml'}` (loss {recipe.get('loss')}, optimizer {recipe.get('optimizer')}, "
         f"lr {recipe.get('lr')}, batch {recipe.get('batch_size')}, augmentation {recipe.get('augmentation')}, "
         f"normalisation {recipe.get('normalization')})",
         f"- epochs: {training.get('epochs')} (the selected checkpoint; the recipe runs {recipe.get('epochs')}); "
@@ -201,15 +205,24 @@ def without_training_heads(model: torch.nn.Module) -> torch.nn.Module:
 
 def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str, dataset: str | None = None,
                licence: str, weights_dir: str | os.PathLike, command: str = "", hardware: str | None = None,
-               notes: str = "", class_names: list[str] | None = None) -> dict:
+               notes: str = "", class_names: list[str] | None = None, tta: str | None = None,
+               recipe_path: str | None = None) -> dict:
     """Write the model as `weights_dir/name` (the CLI passes assets/weights of the current folder).
     `hardware` overrides the device the run recorded (e.g. the GPU's name); `notes` go into the card;
-    `class_names` renames the classes (e.g. background, person for a folder dataset's background, foreground)."""
+    `class_names` renames the classes (e.g. background, person for a folder dataset's background, foreground);
+    `tta` is the test-time augmentation the model runs with unless a caller turns it off (config "tta"; every
+    figure on the card is measured with it); `recipe_path` is the recipe the card names (recipes/NAME.yaml)."""
     model_dir = Path(model_dir)
     model = without_training_heads(load_pretrained(model_dir, device="cpu"))
     config = model.segcore_config
     if class_names is not None:  # checked (one per class) before any measuring, as save_pretrained will store them
         config = {**config, "class_names": build_config(model, class_names=class_names)["class_names"]}
+        model.segcore_config = config
+    if tta is not None:
+        augmentation = TestTimeAugmentation.parse(tta)
+        config = {key: value for key, value in config.items() if key != "tta"}
+        if augmentation is not None:
+            config["tta"] = augmentation.spec
         model.segcore_config = config
     kind = dataset or ("saliency" if config["task"] == "saliency" else "folder")
     evaluation_set = open_dataset(kind, data, split, evaluation=True)
@@ -241,7 +254,8 @@ def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str
         raise SegcoreError(f"{name}: the {dtype} weights take {stored_bytes / 2**20:.1f} MB, over the 25 MB a shipped "
                            f"file may take{why}; ship a smaller model")
     card = model_card(name, config, metrics, split, data, licence, training, latency, parameters, hardware, command,
-                      baseline=baseline, notes=notes, end_to_end=end_to_end)
+                      baseline=baseline, notes=notes, end_to_end=end_to_end,
+                      recipe_path=recipe_path or f"recipes/{name}.yaml")
     target = Path(weights_dir) / name
     shipped_meta = {"shipped": {"name": name, "split": split, "data": data, "metrics": metrics,
                                 "cpu_latency_ms": latency, "end_to_end_ms": end_to_end[0],

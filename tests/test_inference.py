@@ -359,6 +359,31 @@ def test_flip_augmentation_averages_the_mirrored_pass_mapped_back():
     assert flipped.labels.min() == 1
 
 
+def test_a_models_own_test_time_setting_is_its_default_and_can_be_turned_off(tmp_path):
+    """config "tta" (written by `segcore ship --tta`) is what Segmenter runs unless the caller says otherwise, for
+    the whole segmenter (tta="none") or one call (predict(image, tta="none"), as the webcam does); it survives
+    save_pretrained / load_pretrained."""
+    config = {"architecture": "probe", "num_classes": 2, "class_names": ["background", "right"],
+              "class_colors": [[0, 0, 0], [255, 0, 0]], "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]},
+              "input_size": [48, 64], "resize": "fixed", "task": "semantic", "tta": "flip"}
+    image = np.zeros((48, 64, 3), np.uint8)
+    mirrored_mean = 1 / (1 + np.exp(-0.2))  # see the test above: both passes averaged
+    shipped = segcore.Segmenter(_RightwardRamp(), config, device="cpu")
+    assert shipped.tta.spec == "flip"
+    np.testing.assert_allclose(shipped.predict(image).alpha, mirrored_mean, atol=1e-5)
+    assert shipped.predict(image, tta="none").labels[:, :15].max() == 0  # one plain pass for this call
+    np.testing.assert_allclose(shipped.predict(image).alpha, mirrored_mean, atol=1e-5)  # and the default again
+    assert segcore.Segmenter(_RightwardRamp(), config, device="cpu", tta="none").tta is None
+    from segcore.inference import TestTimeAugmentation
+    assert TestTimeAugmentation.parse("flip+scales:1.25,0.75").spec == "flip+scales:0.75,1.25"
+    assert TestTimeAugmentation.parse("scales:1.5").spec == "scales:1.5"
+
+    model = segcore.create_model("unet", num_classes=2, width=4)
+    model.segcore_config = {**model.segcore_config, "tta": "flip"}
+    segcore.save_pretrained(model, tmp_path / "saved")
+    assert segcore.Segmenter.from_pretrained(tmp_path / "saved", device="cpu").tta.spec == "flip"
+
+
 @pytest.mark.parametrize("policy", ["letterbox", "fixed", "max_side", "none"])
 def test_flip_and_scales_keep_an_equivariant_models_answer(policy):
     """A per-pixel red detector answers the same for the mirrored and rescaled image: test-time augmentation must

@@ -109,6 +109,30 @@ def test_boundary_loss_hand_computed():
     assert with_aux.item() == pytest.approx(3 * expected, rel=1e-6)
 
 
+def test_hard_pixel_term_adds_the_mean_over_pixels_below_the_threshold():
+    # Three pixels with true-class probabilities 0.9 (easy), 0.5 and 0.2 (hard at threshold 0.7); one ignored.
+    probabilities = [0.9, 0.5, 0.2]
+    logits = torch.tensor([[0.0, math.log(p / (1 - p))] for p in probabilities] + [[0.0, 9.0]]).t().reshape(1, 2, 1, 4)
+    target = torch.tensor([[[1, 1, 1, 255]]])
+    ce = [-math.log(p) for p in probabilities]
+    plain = sum(ce) / 3
+    mined = build_loss("ce", hard_weight=2.0)(logits, target)
+    assert mined.item() == pytest.approx(plain + 2.0 * (ce[1] + ce[2]) / 2, rel=1e-5)
+    # A looser threshold (0.95) takes the easy pixel in too; a strict one (0.1) finds none and adds nothing.
+    assert build_loss("ce", hard_weight=1.0, hard_threshold=0.95)(logits, target).item() == pytest.approx(
+        2 * plain, rel=1e-5)
+    assert build_loss("ce", hard_weight=1.0, hard_threshold=0.1)(logits, target).item() == pytest.approx(plain, rel=1e-5)
+    # Class weights scale each pixel's CE and its share of the mean; hardness still means probability < threshold.
+    weighted = build_loss("ce", class_weights=[1.0, 3.0], hard_weight=1.0)(logits, target)
+    assert weighted.item() == pytest.approx(plain + (ce[1] + ce[2]) / 2, rel=1e-5)
+    # The boundary-aware loss gains the same term.
+    band_only = build_loss("boundary", band_width=3)(logits, target).item()
+    assert build_loss("boundary", band_width=3, hard_weight=2.0)(logits, target).item() == pytest.approx(
+        band_only + 2.0 * (ce[1] + ce[2]) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="hard_threshold"):
+        build_loss("ce", hard_threshold=1.5)
+
+
 def test_boundary_loss_ignore_pixels_do_not_count():
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 32, 32)

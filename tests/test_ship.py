@@ -10,6 +10,8 @@ from PIL import Image
 
 import segcore
 from segcore.cli import main
+from segcore.engine.data import open_dataset
+from segcore.engine.evaluate import evaluate
 from segcore.reports import shipped_table
 from segcore.zoo import shipped_models
 from tests.conftest import make_square_scene
@@ -70,6 +72,30 @@ def test_ship_card_names_the_hardware_and_notes_given(trained_model_dir, square_
     assert config["meta"]["shipped"]["hardware"].startswith("NVIDIA")
     assert config["class_names"] == ["background", "red square"]
     assert segcore.Segmenter.from_pretrained(weights / "tiny").class_names == ["background", "red square"]
+
+
+def test_ship_with_test_time_augmentation_measures_with_it_and_records_it(trained_model_dir, square_dataset,
+                                                                         tmp_path):
+    weights = tmp_path / "weights"
+    assert main(["ship", str(trained_model_dir), "--name", "flipped", "--data", str(square_dataset), "--split",
+                 "test", "--licence", "x", "--weights-dir", str(weights), "--tta", "flip",
+                 "--recipe", "recipes/flipped-stage3.yaml"]) == 0
+    config = json.loads((weights / "flipped" / "config.json").read_text())
+    assert config["tta"] == "flip"
+    card = (weights / "flipped" / "README.md").read_text()
+    assert "Runs with test-time augmentation `flip`" in card and "- recipe: `recipes/flipped-stage3.yaml`" in card
+    # The card's metrics are those of the flipped predictions, which `eval` (the model's own setting) reproduces.
+    segmenter = segcore.Segmenter.from_pretrained(weights / "flipped", device="cpu")
+    assert segmenter.tta.spec == "flip"
+    dataset = open_dataset("folder", str(square_dataset), "test", evaluation=True)
+    assert evaluate(segmenter, dataset)["miou"] == pytest.approx(config["meta"]["shipped"]["metrics"]["miou"])
+    assert "Runs with test-time" not in (_ship_plain(trained_model_dir, square_dataset, weights) / "README.md").read_text()
+
+
+def _ship_plain(model_dir, data, weights):
+    assert main(["ship", str(model_dir), "--name", "plain", "--data", str(data), "--split", "test", "--licence", "x",
+                 "--weights-dir", str(weights)]) == 0
+    return weights / "plain"
 
 
 def test_ship_refuses_a_class_name_count_that_does_not_match(trained_model_dir, square_dataset, tmp_path, capsys):

@@ -350,6 +350,25 @@ class SegmentationDataset(Dataset):
         return self.transform(image, target) if self.transform is not None else (image, target)
 
 
+def _keep_listed(pairs: list, names_file: Path, split: str | None) -> list:
+    """The pairs whose names `names_file` lists; every listed name must be among the pairs."""
+    try:
+        lines = names_file.read_text().splitlines()
+    except OSError as error:
+        raise DatasetError(f"{names_file}: cannot read the names file ({error.strerror}); give a text file with one "
+                           "image name per line") from None
+    listed = {line.split("#", 1)[0].strip() for line in lines} - {""}
+    kept = [pair for pair in pairs if pair[0] in listed]
+    missing = listed - {pair[0] for pair in kept}
+    if missing:
+        where = f"split {split!r}" if split is not None else "the dataset"
+        raise DatasetError(f"{names_file}: {len(missing)} listed name(s) are not in {where}, e.g. "
+                           f"{sorted(missing)[0]!r}; list names of that split's images without their extension")
+    if not kept:
+        raise DatasetError(f"{names_file}: lists no image names")
+    return kept
+
+
 class FolderDataset(SegmentationDataset):
     """Images in root/images, PNG masks with the same base names in root/masks (or name.jpg + name_mask.png).
 
@@ -361,12 +380,14 @@ class FolderDataset(SegmentationDataset):
     `split`: selects the names of one split from root/split.txt ("name split" per line).
     `negatives_only`: keep only the pairs whose mask is all background (class 0 or ignored), e.g. the person-free
     scenes of a person dataset, to sample them as a source of their own; every mask is read once to find them.
+    `names_file`: keep only the pairs named in this text file (one name per line, '#' starts a comment), e.g. the
+    training images a model gets most wrong, mined to be sampled more often (hard example mining).
     """
 
     def __init__(
         self, root: str | os.PathLike, images: str = "images", masks: str = "masks", classes=None,
         split: str | None = None, transform: Callable | None = None, ignore_index: int = IGNORE_INDEX,
-        mask_format: str = "auto", negatives_only: bool = False,
+        mask_format: str = "auto", negatives_only: bool = False, names_file: str | os.PathLike | None = None,
     ):
         self.root = Path(root)
         listing = find_pairs(self.root, images, masks)
@@ -382,6 +403,8 @@ class FolderDataset(SegmentationDataset):
             pairs = [pair for pair in pairs if pair[0] in wanted]
             if not pairs:
                 raise DatasetError(f"{self.root / 'split.txt'}: split {split!r} is empty")
+        if names_file is not None:
+            pairs = _keep_listed(pairs, Path(names_file), split)
 
         class_info = self._resolve_classes(classes)
         if class_info and "ignore_index" in class_info:

@@ -232,6 +232,20 @@ def test_webcam_session_smooths_its_own_frames(app_dirs, square_photo):
     assert services.WebcamSession().process(None).message == "waiting for the webcam"
 
 
+def test_photos_run_the_models_test_time_setting_and_webcam_frames_do_not(app_dirs, square_photo, monkeypatch):
+    from segcore.inference import TestTimeAugmentation
+
+    _, image, _ = square_photo
+    segmenter = services.get_segmenter("squares-a")  # the cached one every call below uses
+    monkeypatch.setattr(segmenter, "tta", TestTimeAugmentation.parse("flip"))  # as `ship --tta flip` configures
+    photo = services.remove_background(image, model="squares-a").alpha
+    plain = services.remove_background(image, model="squares-a", tta="none").alpha
+    webcam = services.WebcamSession().process(image, model="squares-a").alpha
+    assert np.array_equal(webcam, plain)  # one network pass per frame
+    assert np.abs(photo - plain).max() > 1e-3  # the photo also went through the mirrored pass
+    assert np.array_equal(photo, services.remove_background(image, model="squares-a", tta="flip").alpha)
+
+
 def test_webcam_session_leaves_no_trail_after_a_scene_change(app_dirs):
     from tests.app.bad_inputs import scene
 

@@ -47,6 +47,23 @@ def test_negatives_only_keeps_the_person_free_pairs(tmp_path):
         FolderDataset(_binary_folder(tmp_path / "people"), negatives_only=True)
 
 
+def test_names_file_keeps_the_listed_pairs_of_the_split(tmp_path):
+    root = _binary_folder(tmp_path / "data", count=4)
+    (root / "split.txt").write_text("000 train\n001 train\n002 train\n003 val\n")
+    listed = tmp_path / "hard.txt"
+    listed.write_text("# mined by a model\n002\n\n000  # two of the train images\n")
+    hard = FolderDataset(root, split="train", names_file=listed)
+    assert [name for name, _, _ in hard.samples] == ["000", "002"]
+    listed.write_text("000\n003\n")  # 003 is a val image
+    with pytest.raises(DatasetError, match=r"hard.txt: 1 listed name\(s\) are not in split 'train', e\.g\. '003'"):
+        FolderDataset(root, split="train", names_file=listed)
+    listed.write_text("# nothing\n")
+    with pytest.raises(DatasetError, match="lists no image names"):
+        FolderDataset(root, names_file=listed)
+    with pytest.raises(DatasetError, match="cannot read the names file"):
+        FolderDataset(root, names_file=tmp_path / "absent.txt")
+
+
 def test_anti_aliased_binary_mask_is_thresholded(tmp_path):
     _binary_folder(tmp_path)
     soft = np.zeros((24, 32), dtype=np.uint8)
