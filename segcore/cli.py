@@ -1,4 +1,4 @@
-"""Command line: `python -m segcore {list,train,eval,predict,cutout,bench,export,ship}`.
+"""Command line: `python -m segcore {list,train,eval,predict,cutout,bench,export,hard-examples,ship}`.
 
 Every `--model` takes an installed model's name (segcore.zoo: shipped under assets/weights, fine-tuned in the app),
 a saved model folder or a Hugging Face Hub repo id. Folders the package writes or reads for the docs (assets/,
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from segcore.errors import SegcoreError
-from segcore.fileio import atomic_path, write_json_atomic
+from segcore.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 MODEL_HELP = "installed model name (python -m segcore list), saved model folder or Hugging Face Hub repo id"
 
@@ -493,6 +493,28 @@ def _evaluate_recipe_sources(segmenter, args) -> dict:
     return metrics
 
 
+def _cmd_hard_examples(args) -> int:
+    from segcore.engine.data import open_dataset
+    from segcore.engine.evaluate import false_positive_shares
+    from segcore.inference import Segmenter
+
+    if not 0.0 <= args.min_share < 1.0:
+        raise SegcoreError(f"--min-share {args.min_share}: give a share of background pixels in [0, 1), e.g. 0.05")
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    kwargs = {"classes": args.classes} if args.classes else {}
+    dataset = open_dataset(args.dataset, args.data, args.split, **kwargs)
+    shares = false_positive_shares(segmenter, dataset)
+    hard = [(name, share) for name, share in shares if share > args.min_share]
+    command = "python -m segcore " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["hard-examples"] else ""
+    header = [f"# The {args.split} images of {args.data} on which {args.model} marks more than "
+              f"{args.min_share:g} of the background pixels as foreground: {len(hard)} of {len(shares)}.",
+              *([f"# Made by: {command}"] if command else []),
+              "# Per line: image name, then that share (false-positive pixels / background pixels)."]
+    write_text_atomic(args.out, "\n".join([*header, *(f"{name}  # {share:.3f}" for name, share in hard)]) + "\n")
+    print(f"{args.out}: {len(hard)} of {len(shares)} images above {args.min_share:g}")
+    return 0
+
+
 def _cmd_ship(args) -> int:
     from segcore.ship import ship_model
     from segcore.zoo import resolve
@@ -711,6 +733,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "(stages, epochs, wall time, label fraction; a peer's has none) to FILE, e.g. "
                             "docs/results/contrastive/RUN.json")
     evaluation.set_defaults(handler=_cmd_eval)
+
+    hard = commands.add_parser("hard-examples", help="list a split's images whose background a model marks most "
+                               "(hard example mining, for a recipe source's names_file)")
+    hard.add_argument("--model", required=True, help="installed model name or saved model folder")
+    hard.add_argument("--data", required=True, help="dataset root")
+    hard.add_argument("--split", default="train", help="split to mine (default: train)")
+    hard.add_argument("--dataset", choices=["folder", "camvid", "camvid-person"], default="folder",
+                      help="dataset kind")
+    hard.add_argument("--classes", nargs="+", metavar="NAME", help="class names of a folder dataset")
+    hard.add_argument("--min-share", type=float, default=0.05,
+                      help="list images with more than this share of background marked (default 0.05)")
+    hard.add_argument("--device", default="cpu", help="cpu, cuda ...")
+    hard.add_argument("--out", required=True, help="text file to write (one name per line)")
+    hard.set_defaults(handler=_cmd_hard_examples)
 
     ship = commands.add_parser("ship", help="measure a trained model on a split and write it with a model card")
     ship.add_argument("model", help="trained model folder (e.g. runs/NAME/best) or installed model name")

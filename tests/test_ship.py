@@ -337,3 +337,37 @@ def test_a_card_says_when_the_measured_split_was_trained_on():
     assert "not held out" not in card("train", "val")
     assert "not held out" not in card("train", "train")  # a plain run's own training split: nothing joined
     assert "not held out" not in card("train+val", "val", data="/data/other")  # another dataset's val
+
+
+def test_hard_examples_lists_the_images_whose_background_the_model_marks(trained_model_dir, tmp_path, capsys):
+    """Two of four scenes hold a second red rectangle labelled background: the tiny model marks it, so mining
+    lists exactly those two, worst first, in a file a recipe source reads back as its names_file."""
+    from segcore.data import FolderDataset
+
+    rng = np.random.default_rng(4)
+    root = tmp_path / "mined"
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    decoy_sizes = {"b": 30, "d": 22}  # side of the unlabelled red rectangle in the bottom-right corner
+    for name in "abcd":
+        image, mask = make_square_scene(80, 100, rng)
+        mask[60:, 70:] = 0
+        image[60:, 70:] = rng.integers(0, 90, size=(20, 30, 3), dtype=np.uint8)
+        if name in decoy_sizes:
+            side = decoy_sizes[name]
+            image[80 - side // 2:, 100 - side:] = (230, 40, 40)
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(root / "masks" / f"{name}.png")
+    (root / "split.txt").write_text("a train\nb train\nc train\nd train\n")
+    out = tmp_path / "hard.txt"
+    assert main(["hard-examples", "--model", str(trained_model_dir), "--data", str(root), "--min-share", "0.02",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    lines = [line for line in out.read_text().splitlines() if not line.startswith("#")]
+    assert [line.split()[0] for line in lines] == ["b", "d"]
+    shares = [float(line.split("#")[1]) for line in lines]
+    assert shares[0] > shares[1] > 0.02
+    assert "2 of 4 images above 0.02" in capsys.readouterr().out
+    assert [name for name, _, _ in FolderDataset(root, split="train", names_file=out).samples] == ["b", "d"]
+    assert main(["hard-examples", "--model", str(trained_model_dir), "--data", str(root), "--min-share", "1.5",
+                 "--out", str(out)]) == 1
+    assert "--min-share 1.5: give a share of background pixels in [0, 1)" in capsys.readouterr().err

@@ -5,7 +5,8 @@ Validation inside training and `python -m segcore eval` both call `evaluate`, so
 two classes); saliency models: CC, NSS, KLD, SIM, AUC-Judd averaged over images. Distributed: each rank takes
 every world_size-th image and the sums are all-reduced. `evaluate_sources` scores a {source: dataset} mapping:
 each source's metrics under "source/metric" and, under the plain names, their unweighted mean over sources, so a
-small source (one DAVIS video) counts as much as a large one when `best/` is chosen.
+small source (one DAVIS video) counts as much as a large one when `best/` is chosen. `false_positive_shares`
+ranks a training split's images by how much of their background a model marks (hard example mining).
 """
 
 from __future__ import annotations
@@ -58,6 +59,22 @@ def evaluate(
         metrics["boundary_f1"] = float(boundary_sum[0] / boundary_sum[1]) if boundary_sum[1] > 0 else float("nan")
     metrics["images"] = count
     return metrics
+
+
+def false_positive_shares(segmenter: Segmenter, dataset, background: int = 0) -> list[tuple[str, float]]:
+    """Hard example mining: for each image of `dataset`, the share of its background pixels (ignored pixels left
+    out) that `segmenter` labels as anything else, as (name, share), worst first. The images a model gets most
+    wrong this way can be sampled more often in its next training (FolderDataset(names_file=...))."""
+    ignore_index = getattr(dataset, "ignore_index", 255)
+    shares = []
+    for index in range(len(dataset)):
+        image, mask = dataset.load(index)
+        mask = np.asarray(mask)
+        labels = segmenter.predict(image).labels
+        truly_background = mask == background
+        wrong = (labels != background) & truly_background & (mask != ignore_index)
+        shares.append((dataset.names[index], float(wrong.sum() / max(int(truly_background.sum()), 1))))
+    return sorted(shares, key=lambda item: -item[1])
 
 
 def evaluate_sources(segmenter: Segmenter, datasets: dict, **options) -> dict:
