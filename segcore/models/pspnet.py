@@ -59,5 +59,6 @@ class PSPNet(nn.Module):
                 contrastive_features="classifier")
 def pspnet(num_classes: int, in_channels: int = 3, pretrained_backbone: bool = False,
            backbone: str = "resnet50") -> PSPNet:
-    """PSPNet: dilated ResNet-50 (or 101) with the pyramid pooling module (bins 1/2/3/6) and an auxiliary head."""
+    """PSPNet: a dilated ResNet (resnet50 as in the paper; resnet18/34/101 also build) with the pyramid pooling
+    module (bins 1/2/3/6) and an auxiliary head."""
     return PSPNet(num_classes, in_channels, backbone, pretrained_backbone)
