@@ -118,11 +118,19 @@ def test_the_default_model_is_the_apps_background_model(tmp_path, monkeypatch, c
     shutil.copytree(WEIGHTS_DIR / "saliency-unet", weights / "saliency-unet")  # cannot remove backgrounds
     shutil.copytree(SINET, weights / "portrait-sinet")
     assert zoo.default_background_model() == "portrait-sinet"
-    assert zoo.default_background_model(weights_dir=WEIGHTS_DIR) == "portrait-sinet"
     assert main(["cutout", str(ASTRONAUT), "--out", str(tmp_path / "a.png")]) == 0
     assert "with portrait-sinet" in capsys.readouterr().out
     with Image.open(tmp_path / "a.png") as written:
         assert written.mode == "RGBA"
+    # person-fast, trained for people in any photo, comes first wherever it is installed (as it ships)
+    assert zoo.default_background_model(weights_dir=WEIGHTS_DIR) == "person-fast"
+    shutil.copytree(WEIGHTS_DIR / "person-fast", weights / "person-fast")
+    assert zoo.default_background_model() == "person-fast"
+    assert main(["cutout", str(ASTRONAUT), "--out", str(tmp_path / "b.png")]) == 0
+    assert "with person-fast" in capsys.readouterr().out
+    with Image.open(tmp_path / "b.png") as written:
+        alpha = np.asarray(written)[:, :, 3] / 255.0
+    assert alpha[40:150, 180:270].mean() > 0.9 and alpha[0:120, 300:370].mean() < 0.1  # face kept, wall cut away
 
 
 def test_one_broken_image_is_reported_and_the_others_still_written(tmp_path, capsys):
