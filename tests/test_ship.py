@@ -12,6 +12,7 @@ import segcore
 from segcore.cli import main
 from segcore.engine.data import open_dataset
 from segcore.engine.evaluate import evaluate
+from segcore.inference import preferred_runtime
 from segcore.reports import shipped_table
 from segcore.zoo import shipped_models
 from tests.conftest import make_square_scene
@@ -51,9 +52,19 @@ def test_ship_writes_weights_config_and_a_card_with_measured_metrics(trained_mod
     assert "# tiny-squares" in card and "Generated data, public domain." in card
     assert f"{shipped['metrics']['fg_iou'] * 100:.2f} %" in card
     # what a user waits for (a photo of the split at full size, labels + alpha), beside the network alone
-    assert shipped["end_to_end_ms"] > 0 and shipped["end_to_end_runtime"] in ("torch", "onnxruntime")
+    # timed in both runtimes; the app will run the model in the faster (config "runtime", preferred_runtime)
+    timings = shipped["end_to_end_ms_by_runtime"]
+    assert set(timings) == {"torch", "onnxruntime"} and min(timings.values()) > 0
+    fastest = min(timings, key=timings.get)
+    other = ({"torch", "onnxruntime"} - {fastest}).pop()
+    assert shipped["end_to_end_runtime"] == fastest and shipped["end_to_end_ms"] == timings[fastest]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["runtime"] == fastest and preferred_runtime(config) == fastest
     assert (f"| end to end, one photo of this split at full size (decoded RGB in, labels + alpha out), 1 thread, "
-            f"{shipped['end_to_end_runtime']} (median of 20) | {shipped['end_to_end_ms']:.1f} ms |") in card
+            f"{fastest} (median of 20; the faster runtime, which the app uses) | {timings[fastest]:.1f} ms |") in card
+    assert f"| the same in {other} | {timings[other]:.1f} ms |" in card
+    assert preferred_runtime({**config, "runtime": "torch"}) == "torch"
+    assert preferred_runtime({key: value for key, value in config.items() if key != "runtime"}) == "onnxruntime"
     assert "| network only, one image at the input size, 2 threads, torch |" in card
     table = shipped_table(weights)
     assert "| tiny-squares | semantic | unet |" in table and "(test)" in table
