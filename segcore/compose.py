@@ -535,7 +535,8 @@ def predict_and_remove_background(segmenter, image: np.ndarray, mode: str = "cut
     """From an RGB uint8 photo to the result, as the app and `segcore cutout` run it: `segmenter.predict(image)`
     (a segcore.Segmenter; `tta` overrides its test-time augmentation for this photo, e.g. "none"), alpha = the
     foreground (person) probability, or with `crf` the foreground of the dense-CRF-refined probabilities
-    (refine.dense_crf on a copy of at most `crf_max_pixels`), then remove_background. Returns (result, matte, prediction); prediction.latency_ms is the model's own time."""
+    (refine.dense_crf on a copy of at most `crf_max_pixels`), then remove_background. Returns (result, matte,
+    prediction); prediction.latency_ms is the model's own time."""
     image = _check_image(image)
     if mode not in BACKGROUND_MODES:  # before the model runs, not after
         raise SegcoreError(f"unknown mode {mode!r}; use one of {', '.join(BACKGROUND_MODES)}")
