@@ -427,7 +427,10 @@ def _cmd_eval(args) -> int:
                            "multi-source recipe), not both")
     try:
         if args.recipe:
-            metrics = _evaluate_recipe_sources(segmenter, args)
+            from segcore.engine.evaluate import evaluate_recipe_sources
+
+            metrics = evaluate_recipe_sources(segmenter, args.recipe, boundary_tolerance=args.boundary_tolerance,
+                                              limit=args.limit)
         else:
             kind = args.dataset or ("saliency" if segmenter.config.get("task") == "saliency" else "folder")
             dataset = open_dataset(kind, args.data, args.split, evaluation=True)
@@ -477,27 +480,6 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _evaluate_recipe_sources(segmenter, args) -> dict:
-    """Metrics on the validation set of every source of a multi-source recipe (the sets its training validates
-    on, held-out parts included): the mean under the plain names and each source's under "sources"."""
-    from segcore.engine.config import load_recipe
-    from segcore.engine.data import build_datasets
-    from segcore.engine.evaluate import evaluate_sources
-
-    config = load_recipe(args.recipe)
-    if not config.sources:
-        raise SegcoreError(f"{args.recipe} has no sources; --recipe evaluates on a multi-source recipe's "
-                           "validation sets (give --data ROOT --split NAME for one dataset)")
-    _, val_sets, _ = build_datasets(config)
-    if not val_sets:
-        raise SegcoreError(f"{args.recipe}: no source has a validation set (val_split or val_fraction)")
-    flat = evaluate_sources(segmenter, val_sets, boundary_tolerance=args.boundary_tolerance, limit=args.limit)
-    metrics = {key: value for key, value in flat.items() if "/" not in key}
-    metrics["sources"] = {name: {key.split("/", 1)[1]: value for key, value in flat.items()
-                                 if key.startswith(f"{name}/")} for name in val_sets}
-    return metrics
-
-
 def _cmd_hard_examples(args) -> int:
     from segcore.engine.data import open_dataset
     from segcore.engine.evaluate import false_positive_shares
@@ -528,7 +510,7 @@ def _cmd_ship(args) -> int:
     result = ship_model(resolve(args.model), args.name, data=args.data, split=args.split, dataset=args.dataset,
                         licence=args.licence, weights_dir=args.weights_dir, command=command,
                         hardware=args.hardware, notes=args.notes, class_names=args.class_names, tta=args.tta,
-                        recipe_path=args.recipe)
+                        recipe_path=args.recipe, peer=args.peer)
     shown = {k: round(v, 4) for k, v in result["metrics"].items() if isinstance(v, float)}
     print(f"{result['path']}: {shown}, CPU latency {result['cpu_latency_ms']:.1f} ms, weights {result['dtype']}")
     return 0
@@ -769,7 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--tta", help="the test-time augmentation the model runs with by default (e.g. flip), chosen on "
                       "validation; measured with it, written to its config and card (webcam frames run without)")
     ship.add_argument("--recipe", help="the recipe the card names (default: recipes/NAME.yaml), e.g. the last stage "
-                      "of a staged training")
+                      "of a staged training; a multi-source recipe's validation sets are measured too")
+    ship.add_argument("--peer", choices=["mediapipe", "mediapipe-landscape"], help="score and time another project's "
+                      "segmenter on the same images in the same run, beside the model (setup in docs/benchmarks.md)")
     ship.set_defaults(handler=_cmd_ship)
 
     bench = commands.add_parser("bench", help="benchmark models (latency, FLOPs, memory) or the dense CRF vs pydensecrf2")

@@ -102,7 +102,7 @@ def comparison_table(results_dir: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
-def _headline(record: dict) -> tuple[str, float]:
+def headline(record: dict) -> tuple[str, float]:
     """The metric a run is ranked by: foreground IoU for two-class (portrait) results, else mIoU."""
     return ("fg_iou", record["fg_iou"]) if "fg_iou" in record else ("miou", record["miou"])
 
@@ -119,7 +119,7 @@ def against_shipped_table(results_dir: str | os.PathLike, weights_dir: str | os.
              "|---|---|---:|---:|---:|---|---|"]
     for record in records:
         training = record["training"]
-        key, value = _headline(record)
+        key, value = headline(record)
         ships, peers = "no", []
         for folder, measured in shipped:
             same = measured["data"] == record["data"] and measured["split"] == record["split"]
@@ -188,13 +188,13 @@ def tta_table(results_dir: str | os.PathLike, weights_dir: str | os.PathLike, be
         timings = {result["predictor"]: result["median_ms"] for result in json.loads(Path(bench_file).read_text())
                    .get("results", []) if result.get("callers", 1) == 1}
     configs = {entry.name: entry.config for entry in shipped_models(weights_dir)}
-    plain = {record["model"]: _headline(record)[1] for record in records if not record.get("tta")}
+    plain = {record["model"]: headline(record)[1] for record in records if not record.get("tta")}
     records.sort(key=lambda record: (record["model"], record.get("tta") is not None, len(record.get("tta") or "")))
     lines = ["| model | test-time augmentation | split | metric | change | median ms/img | time | training |",
              "|---|---|---|---:|---:|---:|---:|---|"]
     for record in records:
         model, tta = record["model"], record.get("tta")
-        key, value = _headline(record)
+        key, value = headline(record)
         change = f"{(value - plain[model]) * 100:+.2f}" if tta and model in plain else ""
         ms = timings.get(f"{model} (tta {tta})" if tta else model)
         base_ms = timings.get(model)

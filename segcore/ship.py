@@ -29,7 +29,7 @@ from segcore.engine.evaluate import CenterBias, evaluate
 from segcore.errors import SegcoreError
 from segcore.inference import Segmenter, TestTimeAugmentation, onnx_runnable
 from segcore.registry import builder_parameters, create_model
-from segcore.reports import LOWER_IS_BETTER, beats_baseline
+from segcore.reports import LOWER_IS_BETTER, beats_baseline, headline
 from segcore.runs import run_training_summary
 
 HALF_PRECISION_ABOVE_BYTES = 5 * 2**20
@@ -69,29 +69,47 @@ END_TO_END_IMAGES = 20
 FASTER = "; the faster runtime, which the app uses"
 
 
-def end_to_end_latency_ms(model: torch.nn.Module, dataset, images: int = END_TO_END_IMAGES,
-                          runtime: str | None = None) -> tuple[float, str]:
-    """Median time a user waits for one photo of `dataset` at its full size: decoded RGB in, labels + alpha out,
-    through Segmenter in `runtime` (default: the one the app picks), with one thread (the app's policy on 2 cores).
-    Returns (milliseconds, runtime)."""
+def end_to_end_latency_ms(predictor, photos: list) -> float:
+    """Median time a user waits for one of `photos` (RGB uint8 at full size): decoded RGB in, labels + alpha out,
+    through `predictor.predict` (a Segmenter, or a peer), with one torch thread (the app's policy on 2 cores)."""
     from segcore.bench import end_to_end
-    from segcore.inference import preferred_runtime
 
-    runtime = runtime or preferred_runtime(model.segcore_config)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        segmenter = Segmenter(model, device="cpu", runtime=runtime)
-        photos = [dataset.load(index)[0] for index in range(min(images, len(dataset)))]
         times = []
         for index, photo in enumerate([photos[0], *photos]):
             start = time.perf_counter()
-            end_to_end(segmenter, photo)
+            end_to_end(predictor, photo)
             if index:  # the first call warms up
                 times.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)
-    return statistics.median(times) * 1000.0, runtime
+    return statistics.median(times) * 1000.0
+
+
+def _recipe_validation(segmenter, recipe_path: str | None) -> dict | None:
+    """Metrics on every validation source of a multi-source recipe, or None for a single-dataset recipe."""
+    if not recipe_path or not Path(recipe_path).is_file():
+        return None
+    from segcore.engine.config import load_recipe
+    from segcore.engine.evaluate import evaluate_recipe_sources
+
+    if not load_recipe(recipe_path).sources:
+        return None
+    return {"recipe": str(recipe_path), **evaluate_recipe_sources(segmenter, recipe_path)}
+
+
+def _peer_result(name: str, evaluation_set, recipe_path: str | None, photos: list) -> dict:
+    """The peer's metrics on the measured split (and the recipe's validation sources) and its end-to-end time on
+    the same photos as the model, in the same run."""
+    from segcore.engine.evaluate import evaluate_recipe_sources
+    from segcore.peers import open_peer
+
+    with open_peer(name) as predictor:
+        return {"name": f"{name} ({predictor.config['runtime']})", "metrics": evaluate(predictor, evaluation_set),
+                "validation": evaluate_recipe_sources(predictor, recipe_path) if recipe_path else None,
+                "end_to_end_ms": end_to_end_latency_ms(predictor, photos)}
 
 
 def _training_summary(model_dir: Path, config: dict) -> dict:
@@ -113,6 +131,30 @@ def _format_metrics(metrics: dict, class_names: list[str]) -> list[str]:
             lines.append(f"| {key} | {shown} |")
         else:
             lines.append(f"| {key} | {value} |")
+    return lines
+
+
+def _peer_lines(metrics: dict, end_to_end, peer: dict) -> list[str]:
+    key, value = headline(metrics)
+    peer_value = peer["metrics"][key]
+    return ["", f"### Beside {peer['name']}, same images, same run", "", "| | model | peer |", "|---|---:|---:|",
+            f"| {key}, this split | {value * 100:.2f} % | {peer_value * 100:.2f} % |",
+            f"| end to end, the same {END_TO_END_IMAGES} photos, median | {end_to_end[0]:.1f} ms | "
+            f"{peer['end_to_end_ms']:.1f} ms ({end_to_end[0] / peer['end_to_end_ms']:.2f}x for the model) |"]
+
+
+def _validation_lines(validation: dict, peer: dict | None) -> list[str]:
+    """One row per validation source of the recipe (the sets the model was chosen on), the peer's beside it."""
+    peer_sources = (peer or {}).get("validation") or {}
+    key, _ = headline(validation)
+    lines = ["", f"## Validation sources of `{validation['recipe']}` (full size{', with the peer' if peer else ''})",
+             "", f"| source | images | {key} |" + (" peer |" if peer_sources else ""),
+             "|---|---:|---:|" + ("---:|" if peer_sources else "")]
+    for source, scores in validation["sources"].items():
+        cell = f" {peer_sources['sources'][source][key] * 100:.2f} % |" if peer_sources else ""
+        lines.append(f"| {source} | {scores['images']} | {scores[key] * 100:.2f} % |{cell}")
+    mean_cell = f" {peer_sources[key] * 100:.2f} % |" if peer_sources else ""
+    lines.append(f"| mean over sources | {validation['images']} | {validation[key] * 100:.2f} % |{mean_cell}")
     return lines
 
 
@@ -138,7 +180,8 @@ def _trained_on(recipe: dict, data: str, split: str) -> bool:
 def model_card(name: str, config: dict, metrics: dict, split: str, data: str, licence: str, training: dict,
                latency_ms: float, parameters: int, hardware: str, command: str,
                baseline: dict | None = None, notes: str = "", end_to_end: tuple[float, str] | None = None,
-               recipe_path: str | None = None, slower_runtimes: dict[str, float] | None = None) -> str:
+               recipe_path: str | None = None, slower_runtimes: dict[str, float] | None = None,
+               validation: dict | None = None, peer: dict | None = None) -> str:
     hours = f"{training['wall_seconds'] / 3600:.2f} h" if training.get("wall_seconds") else "unknown"
     recipe = training.get("recipe", {})
     lines = [
@@ -175,6 +218,8 @@ def model_card(name: str, config: dict, metrics: dict, split: str, data: str, li
            f"{end_to_end[0]:.1f} ms |"] if end_to_end else []),
         *[f"| the same in {runtime} | {ms:.1f} ms |" for runtime, ms in (slower_runtimes or {}).items()],
         f"| network only, one image at the input size, 2 threads, torch | {latency_ms:.1f} ms |",
+        *(_peer_lines(metrics, end_to_end, peer) if peer else []),
+        *(_validation_lines(validation, peer) if validation else []),
         *(_baseline_lines(metrics, baseline) if baseline else []),
         "",
         f"Measured by: `{command}`",
@@ -210,12 +255,15 @@ def without_training_heads(model: torch.nn.Module) -> torch.nn.Module:
 def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str, dataset: str | None = None,
                licence: str, weights_dir: str | os.PathLike, command: str = "", hardware: str | None = None,
                notes: str = "", class_names: list[str] | None = None, tta: str | None = None,
-               recipe_path: str | None = None) -> dict:
+               recipe_path: str | None = None, peer: str | None = None) -> dict:
     """Write the model as `weights_dir/name` (the CLI passes assets/weights of the current folder).
     `hardware` overrides the device the run recorded (e.g. the GPU's name); `notes` go into the card;
     `class_names` renames the classes (e.g. background, person for a folder dataset's background, foreground);
     `tta` is the test-time augmentation the model runs with unless a caller turns it off (config "tta"; every
-    figure on the card is measured with it); `recipe_path` is the recipe the card names (recipes/NAME.yaml)."""
+    figure on the card is measured with it); `recipe_path` is the recipe the card names (recipes/NAME.yaml): a
+    multi-source recipe's validation sets are measured too, one row each (the sets the model was chosen on, beyond
+    the training distribution); `peer` (e.g. "mediapipe") is scored on the same images and timed on the same photos
+    in the same run, beside the model."""
     model_dir = Path(model_dir)
     model = without_training_heads(load_pretrained(model_dir, device="cpu"))
     config = model.segcore_config
@@ -231,6 +279,9 @@ def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str
     kind = dataset or ("saliency" if config["task"] == "saliency" else "folder")
     evaluation_set = open_dataset(kind, data, split, evaluation=True)
     metrics = evaluate(Segmenter(model, device="cpu"), evaluation_set)
+    validation = _recipe_validation(Segmenter(model, device="cpu"), recipe_path)
+    photos = [evaluation_set.load(index)[0] for index in range(min(END_TO_END_IMAGES, len(evaluation_set)))]
+    peer_result = _peer_result(peer, evaluation_set, recipe_path if validation else None, photos) if peer else None
     baseline = None
     if config["task"] == "saliency":
         center_bias = CenterBias()
@@ -240,7 +291,8 @@ def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str
     latency = cpu_latency_ms(model, tuple(config["input_size"]))
     # Timed in every runtime that runs the model here; the app will run it in the faster (config "runtime").
     runtimes = ["onnxruntime", "torch"] if onnx_runnable(config) else ["torch"]
-    timings = {runtime: end_to_end_latency_ms(model, evaluation_set, runtime=runtime)[0] for runtime in runtimes}
+    timings = {runtime: end_to_end_latency_ms(Segmenter(model, device="cpu", runtime=runtime), photos)
+               for runtime in runtimes}
     fastest = min(timings, key=timings.get)
     if len(timings) > 1:
         config = {**config, "runtime": fastest}
@@ -267,7 +319,8 @@ def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str
     card = model_card(name, config, metrics, split, data, licence, training, latency, parameters, hardware, command,
                       baseline=baseline, notes=notes, end_to_end=end_to_end,
                       recipe_path=recipe_path or f"recipes/{name}.yaml",
-                      slower_runtimes={runtime: ms for runtime, ms in timings.items() if runtime != fastest})
+                      slower_runtimes={runtime: ms for runtime, ms in timings.items() if runtime != fastest},
+                      validation=validation, peer=peer_result)
     target = Path(weights_dir) / name
     shipped_meta = {"shipped": {"name": name, "split": split, "data": data, "metrics": metrics,
                                 "cpu_latency_ms": latency, "end_to_end_ms": end_to_end[0],
@@ -277,5 +330,9 @@ def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str
                                 "weights_dtype": dtype, "licence": licence}}
     if baseline:
         shipped_meta["shipped"]["baseline"] = baseline
+    if validation:
+        shipped_meta["shipped"]["validation"] = validation
+    if peer_result:
+        shipped_meta["shipped"]["peer"] = peer_result
     save_pretrained(model, target, dtype=dtype, model_card=card, **shipped_meta)
     return {"path": str(target), "metrics": metrics, "cpu_latency_ms": latency, "dtype": dtype, "baseline": baseline}

@@ -382,3 +382,51 @@ def test_hard_examples_lists_the_images_whose_background_the_model_marks(trained
     assert main(["hard-examples", "--model", str(trained_model_dir), "--data", str(root), "--min-share", "1.5",
                  "--out", str(out)]) == 1
     assert "--min-share 1.5: give a share of background pixels in [0, 1)" in capsys.readouterr().err
+
+
+def _square_folder(root, count: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True)
+    for index in range(count):
+        image, mask = make_square_scene(60, 80, rng)
+        Image.fromarray(image).save(root / "images" / f"{index}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(root / "masks" / f"{index}.png")
+    (root / "split.txt").write_text("".join(f"{index} {'val' if index % 2 else 'train'}\n" for index in range(count)))
+    return root
+
+
+def test_ship_measures_every_validation_source_and_the_peer_in_the_same_run(trained_model_dir, square_dataset,
+                                                                           tmp_path, monkeypatch):
+    """A multi-source recipe's validation sets get one row each on the card, beside a peer scored on the same
+    images and timed on the same photos in the same run; the numbers are what `evaluate` gives for each."""
+    from segcore import peers
+    from segcore.engine.evaluate import evaluate_recipe_sources
+
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(json.dumps({
+        "model": "unet", "input_size": [64, 64], "augmentation": "none",
+        "sources": [{"name": "near", "data": str(_square_folder(tmp_path / "near", 6, 1))},
+                    {"name": "far", "data": str(_square_folder(tmp_path / "far", 8, 2))}]}))
+    opened = peers.open_peer
+    monkeypatch.setattr(peers, "open_peer", lambda name: opened(name, backend=lambda image: (
+        image[..., 0].astype(np.float32) / 255)))  # a red detector in the peer's place
+    weights = tmp_path / "weights"
+    assert main(["ship", str(trained_model_dir), "--name", "beside", "--data", str(square_dataset), "--split", "test",
+                 "--licence", "x", "--weights-dir", str(weights), "--recipe", str(recipe), "--peer", "mediapipe"]) == 0
+    shipped = json.loads((weights / "beside" / "config.json").read_text())["meta"]["shipped"]
+    card = (weights / "beside" / "README.md").read_text()
+    model_sets = evaluate_recipe_sources(segcore.Segmenter.from_pretrained(weights / "beside", device="cpu"), recipe)
+    peer_sets = evaluate_recipe_sources(opened("mediapipe", backend=lambda image: (
+        image[..., 0].astype(np.float32) / 255)), recipe)
+    assert set(shipped["validation"]["sources"]) == {"near", "far"}
+    for source, images in (("near", 3), ("far", 4)):
+        model_value = model_sets["sources"][source]["fg_iou"]
+        peer_value = peer_sets["sources"][source]["fg_iou"]
+        assert shipped["validation"]["sources"][source]["fg_iou"] == pytest.approx(model_value)
+        assert f"| {source} | {images} | {model_value * 100:.2f} % | {peer_value * 100:.2f} % |" in card
+    peer = shipped["peer"]
+    assert peer["end_to_end_ms"] > 0 and peer["metrics"]["images"] == 4
+    assert f"| fg_iou, this split | {shipped['metrics']['fg_iou'] * 100:.2f} % | " \
+           f"{peer['metrics']['fg_iou'] * 100:.2f} % |" in card
+    assert f"{peer['end_to_end_ms']:.1f} ms (" in card and "same images, same run" in card

@@ -77,6 +77,27 @@ def false_positive_shares(segmenter: Segmenter, dataset, background: int = 0) ->
     return sorted(shares, key=lambda item: -item[1])
 
 
+def evaluate_recipe_sources(segmenter, recipe, **options) -> dict:
+    """Metrics on the validation set of every source of a multi-source recipe (the sets its training validates on):
+    the mean over sources under the plain names, each source's under "sources" (what `eval --recipe` reports and
+    `ship --recipe` writes on the card)."""
+    from segcore.engine.config import load_recipe
+    from segcore.engine.data import build_datasets
+
+    config = load_recipe(recipe)
+    if not config.sources:
+        raise ConfigError(f"{recipe} has no sources; only a multi-source recipe names validation sets to measure on "
+                          "(give --data ROOT --split NAME for one dataset)")
+    _, val_sets, _ = build_datasets(config)
+    if not val_sets:
+        raise ConfigError(f"{recipe}: no source has a validation set (val_split or val_fraction)")
+    flat = evaluate_sources(segmenter, val_sets, **options)
+    metrics = {key: value for key, value in flat.items() if "/" not in key}
+    metrics["sources"] = {name: {key.split("/", 1)[1]: value for key, value in flat.items()
+                                 if key.startswith(f"{name}/")} for name in val_sets}
+    return metrics
+
+
 def evaluate_sources(segmenter: Segmenter, datasets: dict, **options) -> dict:
     """Metrics per source ("name/fg_iou", ...) and their mean over sources under the plain names."""
     if not datasets:
