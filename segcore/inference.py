@@ -334,7 +334,7 @@ def onnx_runnable(config: dict) -> bool:
 
 def preferred_runtime(config: dict) -> str:
     """torch for a model shipped to run in it (config "runtime": `segcore ship` timed both runtimes end to end and
-    torch was the faster, as for person-fast at 448x448); else onnxruntime where onnx_runnable (end to end 1.3-1.6x
+    torch was clearly the faster); else onnxruntime where onnx_runnable (end to end 1.3-1.6x
     faster than torch for the smaller models on this CPU, docs/benchmarks.md); else torch."""
     if config.get("runtime") == "torch":
         return "torch"

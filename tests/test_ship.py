@@ -52,19 +52,20 @@ def test_ship_writes_weights_config_and_a_card_with_measured_metrics(trained_mod
     assert "# tiny-squares" in card and "Generated data, public domain." in card
     assert f"{shipped['metrics']['fg_iou'] * 100:.2f} %" in card
     # what a user waits for (a photo of the split at full size, labels + alpha), beside the network alone
-    # timed in both runtimes; the app will run the model in the faster (config "runtime", preferred_runtime)
+    # timed in both runtimes; the app leaves ONNX Runtime (its default) only for a clearly faster torch
     timings = shipped["end_to_end_ms_by_runtime"]
     assert set(timings) == {"torch", "onnxruntime"} and min(timings.values()) > 0
-    fastest = min(timings, key=timings.get)
-    other = ({"torch", "onnxruntime"} - {fastest}).pop()
-    assert shipped["end_to_end_runtime"] == fastest and shipped["end_to_end_ms"] == timings[fastest]
+    chosen = "torch" if timings["onnxruntime"] >= 1.2 * timings["torch"] else "onnxruntime"
+    other = ({"torch", "onnxruntime"} - {chosen}).pop()
+    assert shipped["end_to_end_runtime"] == chosen and shipped["end_to_end_ms"] == timings[chosen]
     config = json.loads((folder / "config.json").read_text())
-    assert config["runtime"] == fastest and preferred_runtime(config) == fastest
+    assert config.get("runtime", "onnxruntime") == chosen and preferred_runtime(config) == chosen
     assert (f"| end to end, one photo of this split at full size (decoded RGB in, labels + alpha out), 1 thread, "
-            f"{fastest} (median of 20; the faster runtime, which the app uses) | {timings[fastest]:.1f} ms |") in card
+            f"{chosen} (median of 20; the runtime the app uses) | {timings[chosen]:.1f} ms |") in card
     assert f"| the same in {other} | {timings[other]:.1f} ms |" in card
     assert preferred_runtime({**config, "runtime": "torch"}) == "torch"
     assert preferred_runtime({key: value for key, value in config.items() if key != "runtime"}) == "onnxruntime"
+    assert "runtime" not in config or config["runtime"] == "torch"  # written only where it changes the default
     assert "| network only, one image at the input size, 2 threads, torch |" in card
     table = shipped_table(weights)
     assert "| tiny-squares | semantic | unet |" in table and "(test)" in table
