@@ -66,7 +66,7 @@ def cpu_latency_ms(model: torch.nn.Module, size: tuple[int, int], threads: int =
 
 
 END_TO_END_IMAGES = 20
-FASTER = "; the runtime the app uses"
+APP_RUNTIME = "; the runtime the app uses"
 CLEARLY_FASTER = 1.2  # another runtime replaces the default only when the default takes 1.2x its time
 
 
@@ -108,7 +108,8 @@ def _peer_result(name: str, evaluation_set, recipe_path: str | None, photos: lis
     from segcore.peers import open_peer
 
     with open_peer(name) as predictor:
-        return {"name": f"{name} ({predictor.config['runtime'].split(' (')[0]})", "metrics": evaluate(predictor, evaluation_set),
+        runtime = predictor.config["runtime"].split(" (")[0]  # without the worker's local interpreter path
+        return {"name": f"{name} ({runtime})", "metrics": evaluate(predictor, evaluation_set),
                 "validation": evaluate_recipe_sources(predictor, recipe_path) if recipe_path else None,
                 "end_to_end_ms": end_to_end_latency_ms(predictor, photos)}
 
@@ -198,7 +199,8 @@ def model_card(name: str, config: dict, metrics: dict, split: str, data: str, li
         "## Training",
         "",
         f"- data: {training.get('data') or recipe.get('data')}",
-        f"- recipe: `{recipe_path or f'recipes/{name}.yaml'}` (loss {recipe.get('loss')}, optimizer {recipe.get('optimizer')}, "
+        f"- recipe: `{recipe_path or f'recipes/{name}.yaml'}` (loss {recipe.get('loss')}, "
+        f"optimizer {recipe.get('optimizer')}, "
         f"lr {recipe.get('lr')}, batch {recipe.get('batch_size')}, augmentation {recipe.get('augmentation')}, "
         f"normalisation {recipe.get('normalization')})",
         f"- epochs: {training.get('epochs')} (the selected checkpoint; the recipe runs {recipe.get('epochs')}); "
@@ -215,7 +217,7 @@ def model_card(name: str, config: dict, metrics: dict, split: str, data: str, li
         "|---|---|",
         *_format_metrics({k: v for k, v in metrics.items() if k != "images"}, config["class_names"]),
         *([f"| end to end, one photo of this split at full size (decoded RGB in, labels + alpha out), 1 thread, "
-           f"{end_to_end[1]} (median of {END_TO_END_IMAGES}{FASTER if slower_runtimes else ''}) | "
+           f"{end_to_end[1]} (median of {END_TO_END_IMAGES}{APP_RUNTIME if slower_runtimes else ''}) | "
            f"{end_to_end[0]:.1f} ms |"] if end_to_end else []),
         *[f"| the same in {runtime} | {ms:.1f} ms |" for runtime, ms in (slower_runtimes or {}).items()],
         f"| network only, one image at the input size, 2 threads, torch | {latency_ms:.1f} ms |",
@@ -279,8 +281,9 @@ def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str
         model.segcore_config = config
     kind = dataset or ("saliency" if config["task"] == "saliency" else "folder")
     evaluation_set = open_dataset(kind, data, split, evaluation=True)
-    metrics = evaluate(Segmenter(model, device="cpu"), evaluation_set)
-    validation = _recipe_validation(Segmenter(model, device="cpu"), recipe_path)
+    segmenter = Segmenter(model, device="cpu")
+    metrics = evaluate(segmenter, evaluation_set)
+    validation = _recipe_validation(segmenter, recipe_path)
     photos = [evaluation_set.load(index)[0] for index in range(min(END_TO_END_IMAGES, len(evaluation_set)))]
     peer_result = _peer_result(peer, evaluation_set, recipe_path if validation else None, photos) if peer else None
     baseline = None
@@ -292,14 +295,14 @@ def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str
     latency = cpu_latency_ms(model, tuple(config["input_size"]))
     # Timed in every runtime that runs the model here. The app keeps its default runtime unless another is clearly
     # faster, then config "runtime" names it: on this VM person-fast's ONNX Runtime / torch ratio came out 1.38,
-    # 1.00 and 0.85 in three quiet runs (docs/benchmarks.md), so a plain "faster" choice flipped between runs.
+    # 1.00, 0.85 and 0.82 in four quiet runs (docs/benchmarks.md), so a plain "faster" choice flipped between runs.
     runtimes = ["onnxruntime", "torch"] if onnx_runnable(config) else ["torch"]
     timings = {runtime: end_to_end_latency_ms(Segmenter(model, device="cpu", runtime=runtime), photos)
                for runtime in runtimes}
-    default = preferred_runtime({key: value for key, value in config.items() if key != "runtime"})
+    config = {key: value for key, value in config.items() if key != "runtime"}
+    default = preferred_runtime(config)
     fastest = min(timings, key=timings.get)
     chosen = fastest if timings[default] >= CLEARLY_FASTER * timings[fastest] else default
-    config = {key: value for key, value in config.items() if key != "runtime"}
     if chosen != default:
         config["runtime"] = chosen
     model.segcore_config = config
@@ -324,7 +327,7 @@ def ship_model(model_dir: str | os.PathLike, name: str, *, data: str, split: str
                            f"file may take{why}; ship a smaller model")
     card = model_card(name, config, metrics, split, data, licence, training, latency, parameters, hardware, command,
                       baseline=baseline, notes=notes, end_to_end=end_to_end,
-                      recipe_path=recipe_path or f"recipes/{name}.yaml",
+                      recipe_path=recipe_path,
                       slower_runtimes={runtime: ms for runtime, ms in timings.items() if runtime != chosen},
                       validation=validation, peer=peer_result)
     target = Path(weights_dir) / name
