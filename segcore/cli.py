@@ -438,7 +438,7 @@ def _cmd_eval(args) -> int:
                 raise SegcoreError(f"{args.data}: the dataset has {dataset.num_classes} classes, the model "
                                    f"{segmenter.num_classes}; evaluate on data labelled with the model's classes")
             metrics = evaluate(segmenter, dataset, boundary_tolerance=args.boundary_tolerance, limit=args.limit)
-        if args.peer:
+        if hasattr(segmenter, "latency_summary"):  # MediaPipe's own per-image times
             metrics.update(segmenter.latency_summary())
     finally:
         if args.peer:
@@ -446,7 +446,7 @@ def _cmd_eval(args) -> int:
     if args.baseline:
         name = f"center-bias (sigma {args.sigma} of each side)"
     elif args.peer:
-        name = f"{args.peer} ({segmenter.config['runtime']})"
+        name = f"{args.peer} ({segmenter.runtime})"
     else:
         name = str(args.model)
     if args.name:
@@ -599,8 +599,8 @@ def _bench_predict(args) -> int:
 
         with open_peer(args.peer) as peer:
             result = bench.predict_benchmark(peer, samples, 1, args.passes, name=args.peer,
-                                             runtime=peer.config["runtime"].split(" (")[0])
-            results.append({**result, "threads": "own"})
+                                             runtime=peer.runtime)
+            results.append({**result, "threads": threads if isinstance(peer, Segmenter) else "own"})
     for model in args.model or []:
         for runtime in args.runtime:
             for tta in args.tta or [None]:  # None: as the model was shipped (its own test-time setting, if any)
@@ -699,10 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--model", help=MODEL_HELP)
     evaluation.add_argument("--baseline", choices=["center-bias"], help="saliency: score a centred Gaussian instead")
     evaluation.add_argument("--sigma", type=float, default=0.25, help="center-bias: sigma as a fraction of each side")
-    from segcore.peers import PEER_NAMES
-
-    evaluation.add_argument("--peer", choices=PEER_NAMES, help="score another project's segmenter on the same images "
-                            "(mediapipe: MediaPipe selfie segmenter; setup in docs/benchmarks.md)")
+    evaluation.add_argument("--peer", help="score another segmenter on the same images: mediapipe (MediaPipe selfie "
+                            "segmenter; setup in docs/benchmarks.md), mediapipe-landscape, or an installed model")
     evaluation.add_argument("--data", help="dataset root")
     evaluation.add_argument("--recipe", help="instead of --data: every validation source of this multi-source recipe "
                             "(metrics per source and their mean)")
@@ -752,8 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "validation; measured with it, written to its config and card (webcam frames run without)")
     ship.add_argument("--recipe", help="the recipe the card names (default: recipes/NAME.yaml), e.g. the last stage "
                       "of a staged training; a multi-source recipe's validation sets are measured too")
-    ship.add_argument("--peer", choices=["mediapipe", "mediapipe-landscape"], help="score and time another project's "
-                      "segmenter on the same images in the same run, beside the model (setup in docs/benchmarks.md)")
+    ship.add_argument("--peer", help="score and time another segmenter on the same images in the same run, beside the "
+                      "model: mediapipe (setup in docs/benchmarks.md), mediapipe-landscape, or an installed model "
+                      "(e.g. camvid-bisenet beside a street model)")
     ship.set_defaults(handler=_cmd_ship)
 
     bench = commands.add_parser("bench", help="benchmark models (latency, FLOPs, memory) or the dense CRF vs pydensecrf2")
@@ -764,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "matte: how clean the background-removal matte is (raw, sharpened, refined) against masks")
     bench.add_argument("--models", nargs="+", help="registered model names (default: sinet enet bisenet unet)")
     bench.add_argument("--peer", help="models: the model latency ratios refer to (default: the first); predict: "
-                       "a peer segmenter on the same images (mediapipe)")
+                       "a peer segmenter on the same images (mediapipe, or an installed model)")
     bench.add_argument("--model", nargs="+",
                        help="predict, webcam, matte: saved models (installed name, folder or Hub id)")
     bench.add_argument("--images", help="predict, webcam, matte: folder of photos")

@@ -446,6 +446,15 @@ class Segmenter(ConfigClasses):
     def runtime(self) -> str:
         return self.runner.runtime
 
+    def close(self) -> None:
+        """Nothing to stop (a peer's worker process has one): a Segmenter can stand where a peer is opened."""
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     def _checked_tta(self, spec) -> TestTimeAugmentation | None:
         tta = TestTimeAugmentation.parse(spec)
         if (tta is not None and tta.scales != (1.0,) and self._runtime_requested == "onnxruntime"

@@ -1,6 +1,7 @@
-"""Peers: other projects' segmenters wrapped to stand in for a Segmenter, so `evaluate` scores them with our code.
+"""Peers: other segmenters beside a model, scored by our metric code on the same images in the same run.
 
-MediaPipe's selfie segmenter (Google, 2021; MobileNetV3-like encoder-decoder, person confidence per pixel) is the
+An installed segcore model (e.g. camvid-bisenet beside camvid-enet) is a peer as the app runs it. MediaPipe's
+selfie segmenter (Google, 2021; MobileNetV3-like encoder-decoder, person confidence per pixel) is the
 one peer so far, in two variants: "general" (256x256 input, model_selection=0) and "landscape" (144x256, 1).
 mediapipe 0.10.21 cannot share the project's environment (it pins numpy<2 and protobuf<5; streamlit needs
 protobuf>=5.26), so it normally runs as a worker process in its own venv, named by SEGCORE_MEDIAPIPE_PYTHON.
@@ -43,11 +44,22 @@ PEERS = {
 PEER_NAMES = tuple(PEERS)
 
 
-def open_peer(name: str, backend=None) -> "MediaPipeSelfieSegmenter":
-    """The peer called `name` (see PEER_NAMES), ready to `predict`; close() it (or use `with`) to stop its worker."""
-    if name not in PEERS:
-        raise SegcoreError(f"unknown peer {name!r}; peers are: {', '.join(PEER_NAMES)}")
-    return MediaPipeSelfieSegmenter(PEERS[name][0], backend=backend)
+def open_peer(name: str, backend=None):
+    """The peer called `name`, ready to `predict`; close() it (or use `with`) to stop its worker. `name` is one of
+    PEER_NAMES or an installed model's name (`segcore list`), which runs as the app runs it (its preferred runtime
+    and its own test-time setting)."""
+    if name in PEERS:
+        return MediaPipeSelfieSegmenter(PEERS[name][0], backend=backend)
+    from segcore.checkpoint import load_pretrained
+    from segcore.inference import Segmenter, preferred_runtime
+    from segcore.zoo import ModelNotFoundError, find
+
+    try:
+        saved = find(name)
+    except ModelNotFoundError as error:
+        raise SegcoreError(f"unknown peer {name!r}: not one of {', '.join(PEER_NAMES)}, and {error}") from None
+    model = load_pretrained(saved.path, device="cpu")
+    return Segmenter(model, device="cpu", runtime=preferred_runtime(model.segcore_config))
 
 
 class MediaPipeSelfieSegmenter(ConfigClasses):
@@ -91,6 +103,11 @@ class MediaPipeSelfieSegmenter(ConfigClasses):
         latency_ms = (time.perf_counter() - start) * 1000
         self._latencies_ms.append(latency_ms)
         return Prediction(labels=labels, alpha=person, latency_ms=latency_ms)  # probabilities on first access
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network, without the worker's local interpreter path (as Segmenter.runtime)."""
+        return self.config["runtime"].split(" (")[0]
 
     def latency_summary(self) -> dict:
         """Median and mean latency of every predict so far (the median ignores the slow first, warm-up image)."""

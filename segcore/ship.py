@@ -108,8 +108,7 @@ def _peer_result(name: str, evaluation_set, recipe_path: str | None, photos: lis
     from segcore.peers import open_peer
 
     with open_peer(name) as predictor:
-        runtime = predictor.config["runtime"].split(" (")[0]  # without the worker's local interpreter path
-        return {"name": f"{name} ({runtime})", "metrics": evaluate(predictor, evaluation_set),
+        return {"name": f"{name} ({predictor.runtime})", "metrics": evaluate(predictor, evaluation_set),
                 "validation": evaluate_recipe_sources(predictor, recipe_path) if recipe_path else None,
                 "end_to_end_ms": end_to_end_latency_ms(predictor, photos)}
 

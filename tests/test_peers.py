@@ -94,7 +94,7 @@ def test_a_mask_of_the_wrong_size_is_a_bug_not_a_silent_resize():
 
 
 def test_unknown_peer_lists_the_known_ones():
-    with pytest.raises(SegcoreError, match="peers are: mediapipe, mediapipe-landscape"):
+    with pytest.raises(SegcoreError, match="not one of mediapipe, mediapipe-landscape, and unknown model .deeplab-tf."):
         open_peer("deeplab-tf")
 
 

@@ -431,3 +431,26 @@ def test_ship_measures_every_validation_source_and_the_peer_in_the_same_run(trai
     assert f"| fg_iou, this split | {shipped['metrics']['fg_iou'] * 100:.2f} % | " \
            f"{peer['metrics']['fg_iou'] * 100:.2f} % |" in card
     assert f"{peer['end_to_end_ms']:.1f} ms (" in card and "same images, same run" in card
+
+
+def test_an_installed_model_is_a_peer_on_the_same_images(trained_model_dir, square_dataset, tmp_path, monkeypatch):
+    """`--peer NAME` of an installed model (e.g. camvid-bisenet beside camvid-enet): scored by the same metric code on
+    the same split in the same run, named with the runtime it ran in; an unknown name lists what is installed."""
+    from segcore import zoo
+
+    weights = tmp_path / "weights"
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(weights))
+    monkeypatch.setenv(zoo.RUNS_ENV, str(tmp_path / "no-runs"))
+    common = ["--data", str(square_dataset), "--split", "test", "--licence", "x", "--weights-dir", str(weights)]
+    assert main(["ship", str(trained_model_dir), "--name", "first", *common]) == 0
+    assert main(["ship", str(trained_model_dir), "--name", "second", *common, "--peer", "first"]) == 0
+    shipped = json.loads((weights / "second" / "config.json").read_text())["meta"]["shipped"]
+    first = json.loads((weights / "first" / "config.json").read_text())["meta"]["shipped"]
+    peer = shipped["peer"]
+    assert peer["name"] == "first (onnxruntime)"  # the app's runtime for a model that exports
+    assert peer["metrics"]["images"] == 4 and peer["metrics"]["fg_iou"] > 0.5
+    assert peer["metrics"]["fg_iou"] == pytest.approx(first["metrics"]["fg_iou"], abs=1e-4)  # same weights, same images
+    card = (weights / "second" / "README.md").read_text()
+    assert "### Beside first (onnxruntime), same images, same run" in card
+    assert main(["ship", str(trained_model_dir), "--name", "third", *common, "--peer", "nobody"]) == 1
+    assert not (weights / "third").exists()
