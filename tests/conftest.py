@@ -25,6 +25,18 @@ def _seed():
     np.random.seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _threads_restored():
+    """A test that sets segcore's thread count (set_num_threads, or a recipe's `threads` in an in-process training)
+    does not carry it into the tests after it."""
+    from segcore import inference
+
+    chosen, torch_threads = inference._threads, torch.get_num_threads()
+    yield
+    inference._threads = chosen
+    torch.set_num_threads(torch_threads)
+
+
 def make_square_scene(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A bright-red rectangle (class 1) on a noisy dark background (class 0), and its mask."""
     image = rng.integers(0, 90, size=(height, width, 3), dtype=np.uint8)

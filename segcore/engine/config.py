@@ -90,6 +90,9 @@ class TrainConfig:
     lr_power: float = 0.9  # poly decay
     warmup_iterations: int = 0
     grad_clip: float | None = None
+    # Exponential moving average of the weights (and BN statistics) after every step, e.g. 0.999; 0 = off. When on,
+    # validation, best/ and last/ use the averaged weights; the raw ones stay in trainer_state.pt for resuming.
+    ema_decay: float = 0.0
     amp: bool = True  # bfloat16 autocast, CUDA only
     channels_last: bool = True  # CUDA only
     # schedules
@@ -133,7 +136,7 @@ class TrainConfig:
         problems = []
         if self.optimizer not in ("adam", "adamw", "sgd"):
             problems.append(f"optimizer must be adam, adamw or sgd, not {self.optimizer!r}")
-        for name in ("lr", "weight_decay", "momentum", "lr_power", "train_fraction"):
+        for name in ("lr", "weight_decay", "momentum", "lr_power", "train_fraction", "ema_decay"):
             value = getattr(self, name)
             if not math.isfinite(value):
                 problems.append(f"{name} must be a finite number, not {value}")
@@ -150,6 +153,9 @@ class TrainConfig:
         if len(self.input_size) != 2 or not all(MIN_SIDE <= side <= MAX_SIDE for side in self.input_size):
             problems.append(f"input_size must be [height, width] with both in {MIN_SIDE}..{MAX_SIDE}, "
                             f"not {self.input_size}")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay must lie in [0, 1) (0 turns the average off; 0.999 averages about the last "
+                            f"1000 steps), not {self.ema_decay}")
         if not 0 < self.train_fraction <= 1:
             problems.append(f"train_fraction must lie in (0, 1], not {self.train_fraction}")
         if self.val_every < 1:

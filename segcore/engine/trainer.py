@@ -1,8 +1,9 @@
 """Supervised trainer: one loop for every registered architecture, configured by TrainConfig.
 
 Adam/AdamW/SGD, poly learning rate with linear warm-up, bfloat16 autocast and channels_last on CUDA, gradient
-clipping, SINet's encoder-only phase and frozen-encoder schedules, validation through `evaluate` with `best/`
-kept by the chosen metric, early stopping, and exact resume: each epoch reseeds every RNG from (seed, epoch) and
+clipping, an optional exponential moving average of the weights (`ema_decay`: validated, kept and shipped in place
+of the raw weights), SINet's encoder-only phase and frozen-encoder schedules, validation through `evaluate` with
+`best/` kept by the chosen metric, early stopping, and exact resume: each epoch reseeds every RNG from (seed, epoch) and
 RUN_DIR/trainer_state.pt holds optimizer, scheduler and counters (read back with weights_only=True), so
 4 epochs equal 2 epochs plus a resumed 2. RUN_DIR holds last/, best/ (save_pretrained folders), metrics.csv,
 curves.png and recipe.yaml; under torchrun only rank 0 writes.
@@ -36,7 +37,7 @@ from segcore.engine.evaluate import evaluate, evaluate_sources
 from segcore.engine.events import TrainEvent
 from segcore.errors import ConfigError, SegcoreError
 from segcore.fileio import atomic_path
-from segcore.inference import Segmenter
+from segcore.inference import Segmenter, set_num_threads
 from segcore.losses import build_loss
 from segcore.registry import architectures_with, capabilities, create_model, model_info
 
@@ -134,8 +135,8 @@ class Trainer:
         self.context: DistributedContext = setup_distributed(self.device.type)
         if self.context.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
-        if config.threads:
-            torch.set_num_threads(int(config.threads))
+        if config.threads:  # segcore's setting, so a later Segmenter (validation) keeps it despite SEGCORE_THREADS
+            set_num_threads(int(config.threads))
         seed_everything(config.seed)
         self.train_set, self.val_set, self.data_info = build_datasets(config)
         # The data decides the task: any architecture trained on density maps is a saliency model.
@@ -156,6 +157,7 @@ class Trainer:
         self.loss_fn = build_loss(config.loss, **config.loss_kwargs).to(self.device)
         self.best_metric = config.best_metric or default_best_metric(self.task, self.data_info["num_classes"])
         self._check_schedules()
+        self.ema = None  # made in fit(), from the weights training starts (or resumes) with
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _build_model(self) -> nn.Module:
@@ -181,6 +183,21 @@ class Trainer:
                 able = ", ".join(architectures_with(capability)) or "none"
                 raise ConfigError(f"{setting} needs a model with the {capability} capability ({able}), not "
                                   f"{self.config.model}; set {setting}=0 or choose one of those models")
+
+    def evaluated_model(self) -> nn.Module:
+        """What validation scores and last/ and best/ keep: the weights' moving average when `ema_decay` is set,
+        else the model itself."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _moving_average(self) -> "torch.optim.swa_utils.AveragedModel | None":
+        if not self.config.ema_decay:
+            return None
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        average = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema_decay),
+                                use_buffers=True)  # BN statistics averaged too, so they match the weights
+        average.module.segcore_config = self.model.segcore_config  # one config, whichever model is saved
+        return average
 
     def trainable_module(self) -> nn.Module:
         """What the optimizer trains and DDP wraps: the model here; the model plus a projection head in
@@ -225,6 +242,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, poly_lr_lambda(total_steps, config.lr_power, config.warmup_iterations))
         state = {"epoch": 0, "step": 0, "best_value": None, "stale_validations": 0, "history": []}
+        self.ema = self._moving_average()
         if resume:
             state = self._restore(optimizer, scheduler)
         if self.context.is_main:
@@ -253,6 +271,8 @@ class Trainer:
                 if self.stop_event.is_set() or state["step"] >= total_steps:
                     break
                 loss = self._train_step(network, batch, epoch, optimizer)
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 scheduler.step()
                 state["step"] += 1
                 loss_sum += torch.tensor([loss, 1.0], dtype=torch.float64)
@@ -371,7 +391,8 @@ class Trainer:
         return value
 
     def validate(self, encoder_only: bool = False) -> dict:
-        network = _EncoderPrediction(self.model) if encoder_only else self.model
+        evaluated = self.evaluated_model()
+        network = _EncoderPrediction(evaluated) if encoder_only else evaluated
         segmenter = Segmenter(network, self.model.segcore_config, device=self.device)
         options = {"boundary_tolerance": self.config.boundary_tolerance, "context": self.context}
         try:
@@ -410,9 +431,10 @@ class Trainer:
             barrier(self.context)
             return
         meta = self._model_meta(state)
-        save_pretrained(self.model, self.run_dir / "last", dtype=self.config.save_dtype, **meta)
+        saved = self.evaluated_model()
+        save_pretrained(saved, self.run_dir / "last", dtype=self.config.save_dtype, **meta)
         if best:
-            save_pretrained(self.model, self.run_dir / "best", dtype=self.config.save_dtype, **meta)
+            save_pretrained(saved, self.run_dir / "best", dtype=self.config.save_dtype, **meta)
         trainer_state = {
             "stage": self.stage,
             "epoch": state["epoch"],
@@ -425,6 +447,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "network": {name: tensor.detach().cpu() for name, tensor in self.trainable_module().state_dict().items()},
         }
+        if self.ema is not None:
+            trainer_state["ema"] = {name: tensor.detach().cpu() for name, tensor in self.ema.state_dict().items()}
         with atomic_path(self.run_dir / STATE_NAME) as temporary:
             torch.save(trainer_state, temporary)
         self._write_metrics(state["history"])
@@ -439,6 +463,11 @@ class Trainer:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         # Full-precision weights live in the trainer state: last/ may be stored in float16 for shipping.
         self.trainable_module().load_state_dict(saved["network"])
+        if self.ema is not None:
+            if "ema" in saved:
+                self.ema.load_state_dict(saved["ema"])
+            else:  # a run resumed with ema_decay newly set: the average starts from the restored weights
+                self.ema = self._moving_average()
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])

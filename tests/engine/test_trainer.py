@@ -54,10 +54,13 @@ def test_cli_trains_a_small_model_to_high_miou(shapes_root, tmp_path, capsys):
     assert evaluated["images"] == 16
 
 
-def test_resume_continues_exactly(shapes_root, tmp_path):
-    """4 epochs straight equal 2 epochs, an interruption, and a resumed 2 (poly schedule, warm-up, augmentation)."""
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_continues_exactly(shapes_root, tmp_path, ema_decay):
+    """4 epochs straight equal 2 epochs, an interruption, and a resumed 2 (poly schedule, warm-up, augmentation,
+    and the weights' moving average, which last/ holds when it is on)."""
     settings = [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]", "batch_size=8",
-                "lr=0.005", "threads=2", "warmup_iterations=3", "augmentation=portrait", "epochs=4", "val_every=2"]
+                "lr=0.005", "threads=2", "warmup_iterations=3", "augmentation=portrait", "epochs=4", "val_every=2",
+                f"ema_decay={ema_decay}"]
     straight = run_recipe(load_recipe(None, settings), tmp_path / "straight")
     assert straight.status == "finished" and straight.epochs_done == 4
     stop = threading.Event()
@@ -77,6 +80,57 @@ def test_resume_continues_exactly(shapes_root, tmp_path):
     for name in a:
         assert torch.equal(a[name], b[name]), f"{name} differs after resume"
     assert [row["train_loss"] for row in straight.history] == [row["train_loss"] for row in resumed.history]
+
+
+def test_ema_keeps_the_moving_average_of_every_step_and_validates_it(shapes_root, tmp_path):
+    """With ema_decay d, last/ holds e_1 = w_1, e_t = d e_(t-1) + (1 - d) w_t over the weights and BN statistics
+    after every step (computed here by hand from the raw model), and validation scores those averaged weights."""
+    decay = 0.6
+    config = load_recipe(None, [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]",
+                                "batch_size=8", "lr=0.01", "threads=2", "augmentation=none", "epochs=2",
+                                "val_every=2", f"ema_decay={decay}"])
+    expected: dict[str, torch.Tensor] = {}
+    trainer = None
+
+    def average_by_hand(event):
+        if event.kind != "step":
+            return
+        for name, tensor in trainer.model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            value = tensor.detach().double()
+            expected[name] = value.clone() if name not in expected else decay * expected[name] + (1 - decay) * value
+
+    trainer = Trainer(config, tmp_path / "run", callbacks=[average_by_hand])
+    result = trainer.fit()
+    assert result.status == "finished" and result.history[-1]["step"] >= 4
+    saved = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    raw = trainer.model.state_dict()
+    moved = 0
+    for name, value in expected.items():
+        torch.testing.assert_close(saved[name].double(), value, rtol=0, atol=1e-5, msg=f"{name}: not the average")
+        moved += not torch.allclose(saved[name], raw[name].float())
+    assert moved > len(expected) // 2  # the average is not the raw weights
+    from segcore.engine.evaluate import evaluate
+
+    rescored = evaluate(segcore.Segmenter.from_pretrained(tmp_path / "run" / "last", device="cpu"), trainer.val_set)
+    assert rescored["miou"] == pytest.approx(result.history[-1]["miou"], abs=1e-6)  # validation scored the average
+    with pytest.raises(ConfigError, match="ema_decay must lie in"):
+        load_recipe(None, [f"data={shapes_root}", "ema_decay=1.0"])
+
+
+def test_a_recipes_threads_hold_through_validation_despite_segcore_threads(shapes_root, tmp_path, monkeypatch):
+    """SEGCORE_THREADS is the default for predictions; a recipe's `threads` is this training's own choice, so the
+    Segmenter that validates must not switch the rest of the run to the environment's count."""
+    from segcore import inference
+
+    monkeypatch.setattr(inference, "_threads", None)
+    monkeypatch.setenv(inference.THREADS_ENV, "1")
+    config = load_recipe(None, [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]",
+                                "augmentation=none", "epochs=1", "threads=2"])
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.validate()
+    assert torch.get_num_threads() == 2 and inference.get_num_threads() == 2
 
 
 def test_resume_equals_uninterrupted_through_the_cli(shapes_root, tmp_path, capsys):
