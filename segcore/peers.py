@@ -2,7 +2,7 @@
 
 An installed segcore model (e.g. camvid-bisenet beside camvid-enet) is a peer as the app runs it. MediaPipe's
 selfie segmenter (Google, 2021; MobileNetV3-like encoder-decoder, person confidence per pixel) is the
-one peer so far, in two variants: "general" (256x256 input, model_selection=0) and "landscape" (144x256, 1).
+outside peer, in two variants: "general" (256x256 input, model_selection=0) and "landscape" (144x256, 1).
 mediapipe 0.10.21 cannot share the project's environment (it pins numpy<2 and protobuf<5; streamlit needs
 protobuf>=5.26), so it normally runs as a worker process in its own venv, named by SEGCORE_MEDIAPIPE_PYTHON.
 """
