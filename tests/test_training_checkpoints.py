@@ -1,6 +1,6 @@
 """Training runs committed mid-way (assets/training/NAME) must stay resumable: every stage folder with a trainer
 state (the run itself, or RUN/<stage> for a multi-stage recipe) has a model folder that loads strictly and a trainer
-state that loads with weights_only=True and matches the model."""
+state that loads with weights_only=True and matches the model (its moving average where the run keeps one)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,16 @@ def test_committed_run_is_resumable(stage):
     state = torch.load(stage / "trainer_state.pt", map_location="cpu", weights_only=True)
     assert state["epoch"] == len(state["history"]) >= 1
     network = state["network"]
+    if "ema" in state:  # last/ holds the weights' moving average (ema_decay); the raw weights are for resuming
+        assert state["ema"].keys() - {"n_averaged"} == {f"module.{name}" for name in network}
+        network = {name[len("module."):]: tensor for name, tensor in state["ema"].items() if name != "n_averaged"}
     if config.loss == "contrastive":  # the state holds the model and its projection head: compare the model
         assert any(name.startswith("head.") for name in network)
         network = {name[len("model."):]: tensor for name, tensor in network.items() if name.startswith("model.")}
     weights = model.state_dict()
     assert network.keys() == weights.keys()
+    stored = getattr(torch, config.save_dtype)  # last/ may be float16 (save_dtype); the trainer state is float32
     for name, tensor in network.items():
-        assert torch.equal(tensor.float(), weights[name].float()), f"{name}: trainer state and last/ disagree"
+        expected = tensor.to(stored) if tensor.is_floating_point() else tensor
+        assert torch.equal(expected.float(), weights[name].float()), f"{name}: trainer state and last/ disagree"
     assert (run / "README.md").read_text().strip(), "a committed run explains itself"
