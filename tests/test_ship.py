@@ -445,12 +445,14 @@ def test_an_installed_model_is_a_peer_on_the_same_images(trained_model_dir, squa
     assert main(["ship", str(trained_model_dir), "--name", "first", *common]) == 0
     assert main(["ship", str(trained_model_dir), "--name", "second", *common, "--peer", "first"]) == 0
     shipped = json.loads((weights / "second" / "config.json").read_text())["meta"]["shipped"]
-    first = json.loads((weights / "first" / "config.json").read_text())["meta"]["shipped"]
+    first_config = json.loads((weights / "first" / "config.json").read_text())
+    first = first_config["meta"]["shipped"]
     peer = shipped["peer"]
-    assert peer["name"] == "first (onnxruntime)"  # the app's runtime for a model that exports
+    runtime = segcore.inference.preferred_runtime(first_config)  # the app's runtime for it, which its ship chose
+    assert peer["name"] == f"first ({runtime})"
     assert peer["metrics"]["images"] == 4 and peer["metrics"]["fg_iou"] > 0.5
     assert peer["metrics"]["fg_iou"] == pytest.approx(first["metrics"]["fg_iou"], abs=1e-4)  # same weights, same images
     card = (weights / "second" / "README.md").read_text()
-    assert "### Beside first (onnxruntime), same images, same run" in card
+    assert f"### Beside first ({runtime}), same images, same run" in card
     assert main(["ship", str(trained_model_dir), "--name", "third", *common, "--peer", "nobody"]) == 1
     assert not (weights / "third").exists()
