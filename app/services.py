@@ -104,7 +104,7 @@ _segmenter_lock = threading.Lock()
 _segmenters: dict[str, tuple[float, segcore.Segmenter]] = {}
 
 
-RUNTIME_ENV = "SEGCORE_RUNTIME"  # torch, onnxruntime or auto (default: ONNX Runtime where the model exports)
+RUNTIME_ENV = "SEGCORE_RUNTIME"  # torch, onnxruntime, onnxruntime-int8 or auto (default: what the model shipped with)
 
 
 def _runtime_for(model) -> str:
@@ -121,11 +121,12 @@ def _load_segmenter(path: Path) -> segcore.Segmenter:
     inference.configure_for_serving()  # threads per call and calls at once that never oversubscribe the cores
     model = segcore.load_pretrained(path, device="cpu")
     runtime = _runtime_for(model)
-    if runtime == "onnxruntime":
+    fallbacks = {"onnxruntime-int8": ["onnxruntime-int8", "onnxruntime"], "onnxruntime": ["onnxruntime"]}
+    for candidate in fallbacks.get(runtime, []):
         try:
-            return segcore.Segmenter(model, device="cpu", runtime=runtime)
+            return segcore.Segmenter(model, device="cpu", runtime=candidate)
         except SegcoreError as error:
-            log.warning("%s: ONNX Runtime unavailable for this model (%s); running it with torch", path.name, error)
+            log.warning("%s: %s unavailable for this model (%s); trying the next runtime", path.name, candidate, error)
     return segcore.Segmenter(model, runtime="torch")  # on the GPU where there is one
 
 

@@ -35,7 +35,8 @@ FORMAT_VERSION = 1
 RESIZE_POLICIES = ("fixed", "letterbox", "max_side", "none")
 MIN_INPUT_SIDE, MAX_INPUT_SIDE = 8, 4096  # a network input side; beyond it a hand-edited config is a typo
 # Files a model folder may hold; anything else means the folder is not ours and must not be replaced.
-_OWNED_FILES = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME}
+INT8_NAME = "model.int8.onnx"  # written by segcore.quantize beside the weights it was made from
+_OWNED_FILES = {CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, INT8_NAME}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -112,8 +113,9 @@ def build_config(
         "ignore_index": ignore_index,
         # the test-time augmentation the model runs with by default (segcore.inference.TestTimeAugmentation)
         **({"tta": str(base["tta"])} if base.get("tta") else {}),
-        # the runtime it runs fastest in end to end, where `segcore ship` timed more than one
-        **({"runtime": str(base["runtime"])} if base.get("runtime") else {}),
+        # the runtime it runs fastest in end to end, where `segcore ship` timed more than one (an int8 graph is
+        # made from one set of weights, so its entry and runtime are not carried to a re-saved model)
+        **({"runtime": str(base["runtime"])} if base.get("runtime") not in (None, "", "onnxruntime-int8") else {}),
         "meta": _json_ready(merged_meta, "meta"),
     }
 
@@ -357,7 +359,10 @@ def _download_from_hub(repo_id: str, revision: str | None) -> Path:
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     files = {}
-    for filename in (CONFIG_NAME, WEIGHTS_NAME):
+    filenames = [CONFIG_NAME, WEIGHTS_NAME]
+    for filename in filenames:
+        if filename == WEIGHTS_NAME and (read_config(files[CONFIG_NAME]).get("int8") or {}).get("file") == INT8_NAME:
+            filenames.append(INT8_NAME)  # the int8 graph `segcore quantize` saved beside the weights
         try:
             files[filename] = Path(
                 hf_hub_download(repo_id, filename, revision=revision, local_files_only=offline, library_name="segcore")
@@ -441,6 +446,7 @@ def load_pretrained(
         state_dict = _load_safetensors(weights_path)
     _load_state_dict_strictly(model, state_dict, weights_path)
     model.eval()
+    model.segcore_source = source if source.is_dir() else source.parent  # where files saved beside it are found
     if device is not None:
         model.to(device)
     return model

@@ -1,4 +1,4 @@
-"""Command line: `python -m segcore {list,train,eval,predict,cutout,bench,export,hard-examples,ship}`.
+"""Command line: `python -m segcore {list,train,eval,predict,cutout,bench,export,quantize,hard-examples,ship}`.
 
 Every `--model` takes an installed model's name (segcore.zoo: shipped under assets/weights, fine-tuned in the app),
 a saved model folder or a Hugging Face Hub repo id. Folders the package writes or reads for the docs (assets/,
@@ -366,6 +366,29 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_quantize(args) -> int:
+    from segcore.quantize import quantize_model
+    from segcore.zoo import resolve
+
+    command = "python -m segcore " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["quantize"] else "segcore quantize"
+    result = quantize_model(resolve(args.model), data=args.data, split=args.split, dataset=args.dataset,
+                            calibration_data=args.calibration_data, calibration_split=args.calibration_split,
+                            calibration_images=args.calibration_images, max_drop=args.max_drop,
+                            min_speedup=args.min_speedup, command=command, notes=args.notes)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    label = "fg IoU" if result["metric"] == "fg_iou" else "mIoU"
+    timings = ", ".join(f"{runtime} {ms:.1f} ms" for runtime, ms in result["end_to_end_ms"].items())
+    measured = (f"{label} float {100 * result['float']:.2f} %, int8 {100 * result['int8']:.2f} % "
+                f"({result['evaluated']['split']}, {result['evaluated']['images']} images); end to end {timings}")
+    if not result["written"]:
+        print(f"error: int8 not kept for {result['model']}: {result['why']}; {measured}", file=sys.stderr)
+        return 1
+    print(f"{result['model']}: int8 graph written, runtime {result['runtime']}; {measured}",
+          file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def _cmd_train(args) -> int:
     from segcore.engine import TqdmCallback, load_recipe
     from segcore.engine.stages import run_recipe
@@ -687,6 +710,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--batch", type=int, default=1, help="batch size of the exported program")
     export.set_defaults(handler=_cmd_export)
 
+    quantize = commands.add_parser("quantize", help="int8 ONNX graph of a saved model, kept beside its weights only "
+                                   "if it loses at most --max-drop points and runs clearly faster")
+    quantize.add_argument("--model", required=True, help="installed model name or saved model folder")
+    quantize.add_argument("--data", required=True, help="dataset root to measure float and int8 on")
+    quantize.add_argument("--split", required=True, help="the split they are compared on (choose on val)")
+    quantize.add_argument("--dataset", choices=["folder", "camvid", "voc"], help="dataset kind (default folder)")
+    quantize.add_argument("--calibration-data", help="dataset root of the calibration images (default: --data)")
+    quantize.add_argument("--calibration-split", default="train", help="split they come from (default: train)")
+    quantize.add_argument("--calibration-images", type=int, default=48, help="how many (default 48)")
+    quantize.add_argument("--max-drop", type=float, default=0.2,
+                          help="most fg IoU / mIoU points int8 may lose (default 0.2)")
+    quantize.add_argument("--min-speedup", type=float, default=1.2,
+                          help="how many times faster end to end int8 must run than the model's runtime now "
+                          "(default 1.2)")
+    quantize.add_argument("--notes", default="", help="a line for the card (e.g. what else ran during the timing)")
+    quantize.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    quantize.set_defaults(handler=_cmd_quantize)
+
     train = commands.add_parser("train", help="train a model from a YAML recipe (recipes/)")
     train.add_argument("--recipe", help="YAML recipe; its keys are TrainConfig's fields")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting")
@@ -776,7 +817,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="predict, webcam, matte with --data: only the images training holds out of --split as "
                        "validation (Shen 2016: --split train --val-fraction 0.1)")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1], help="predict: callers at once (e.g. 1 2 4)")
-    bench.add_argument("--runtime", nargs="+", default=["torch"], help="predict: torch and/or onnxruntime")
+    bench.add_argument("--runtime", nargs="+", default=["torch"], help="predict: torch, onnxruntime and/or "
+                       "onnxruntime-int8 (a model's int8 graph from segcore quantize)")
     bench.add_argument("--tta", nargs="+", help="predict: one or more settings, timed in the same run (none = "
                        "without); " + TTA_HELP)
     bench.add_argument("--passes", type=int, default=1, help="predict: passes over the images per caller")

@@ -16,7 +16,8 @@ may carry its own setting (config "tta", chosen on validation when it was shippe
 turns it off, and `predict(image, tta=...)` overrides it for one call (the webcam runs without it).
 
 A runner executes the network: the torch module, or an ONNX Runtime session of its export
-(`runtime="onnxruntime"`). One thread policy (`set_num_threads`, env SEGCORE_THREADS) sizes torch, OpenCV and
+(`runtime="onnxruntime"`), or of the int8 graph `segcore quantize` saved beside the weights
+(`runtime="onnxruntime-int8"`). One thread policy (`set_num_threads`, env SEGCORE_THREADS) sizes torch, OpenCV and
 ONNX Runtime threads, and `inference_slots` says how many callers may run at once without oversubscribing cores.
 """
 
@@ -42,7 +43,7 @@ from segcore.devices import resolve_device
 from segcore.errors import ConfigError, SegcoreError
 from segcore.image import read_image, to_rgb_uint8
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
 log = logging.getLogger(__name__)
 # Resize policies whose network input is always the configured input size, whatever the photo's size.
 FIXED_SIZE_POLICIES = ("fixed", "letterbox")
@@ -334,11 +335,14 @@ def onnx_runnable(config: dict) -> bool:
 
 def preferred_runtime(config: dict) -> str:
     """torch for a model shipped to run in it (config "runtime": `segcore ship` timed both runtimes end to end and
-    torch was clearly the faster); else onnxruntime where onnx_runnable (end to end 1.3-1.6x
+    torch was clearly the faster); onnxruntime-int8 where `segcore quantize` saved an int8 graph that kept the
+    model's accuracy and was clearly the fastest; else onnxruntime where onnx_runnable (end to end 1.3-1.6x
     faster than torch for the smaller models on this CPU, docs/benchmarks.md); else torch."""
     if config.get("runtime") == "torch":
         return "torch"
-    return "onnxruntime" if onnx_runnable(config) else "torch"
+    if not onnx_runnable(config):
+        return "torch"
+    return "onnxruntime-int8" if config.get("runtime") == "onnxruntime-int8" and config.get("int8") else "onnxruntime"
 
 
 class TorchRunner:
@@ -358,9 +362,9 @@ class TorchRunner:
 class OnnxRunner:
     """The same contract through an ONNX Runtime CPU session of the model's ONNX export."""
 
-    runtime = "onnxruntime"
-
-    def __init__(self, onnx_model: bytes | str | os.PathLike, threads: int | None = None):
+    def __init__(self, onnx_model: bytes | str | os.PathLike, threads: int | None = None,
+                 runtime: str = "onnxruntime"):
+        self.runtime = runtime  # "onnxruntime-int8" for a quantised graph
         try:
             import onnxruntime
         except ImportError as error:
@@ -404,7 +408,8 @@ class Segmenter(ConfigClasses):
     """A loaded model plus its config; `predict(image)` returns labels and probabilities at the image's size.
 
     runtime "torch" runs the module on `device`; "onnxruntime" exports it to ONNX (checked against the module, kept
-    in segcore.export.cache_dir() for the next load of the same weights) and runs that on the CPU."""
+    in segcore.export.cache_dir() for the next load of the same weights) and runs that on the CPU;
+    "onnxruntime-int8" runs the int8 graph saved beside the weights by `segcore quantize`."""
 
     def __init__(self, model: nn.Module, config: dict | None = None, device: str | torch.device | None = None,
                  runtime: str = "torch", tta: TestTimeAugmentation | str | None = None):
@@ -422,9 +427,13 @@ class Segmenter(ConfigClasses):
         self.model = model.eval()
         self._runtime_requested = runtime
         self.tta = self._checked_tta(config.get("tta") if tta is None else tta)
-        if runtime == "onnxruntime":
-            if self.device.type != "cpu":
-                raise SegcoreError("runtime 'onnxruntime' runs on the CPU here; use runtime='torch' for a GPU")
+        if runtime != "torch" and self.device.type != "cpu":
+            raise SegcoreError(f"runtime {runtime!r} runs on the CPU here; use runtime='torch' for a GPU")
+        if runtime == "onnxruntime-int8":
+            from segcore.quantize import int8_graph_path
+
+            self.runner = OnnxRunner(int8_graph_path(model), runtime=runtime)
+        elif runtime == "onnxruntime":
             from segcore.export import cached_onnx_bytes
 
             try:
@@ -457,7 +466,7 @@ class Segmenter(ConfigClasses):
 
     def _checked_tta(self, spec) -> TestTimeAugmentation | None:
         tta = TestTimeAugmentation.parse(spec)
-        if (tta is not None and tta.scales != (1.0,) and self._runtime_requested == "onnxruntime"
+        if (tta is not None and tta.scales != (1.0,) and self._runtime_requested != "torch"
                 and self._onnx_input_size() is not None):
             raise ConfigError(f"test-time scales need a network that takes any input size; "
                               f"{self.config['architecture']} under resize '{self.config['resize']}' runs in ONNX "
@@ -474,7 +483,7 @@ class Segmenter(ConfigClasses):
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None,
                         runtime: str = "torch", tta: TestTimeAugmentation | str | None = None) -> "Segmenter":
         """A segmenter for an installed model's name (segcore.zoo), a saved model folder or a Hub repo id."""
-        model = load_pretrained(name_or_path, device="cpu" if runtime == "onnxruntime" else None)
+        model = load_pretrained(name_or_path, device=None if runtime == "torch" else "cpu")
         return cls(model, device=device, runtime=runtime, tta=tta)
 
     def _prepare(self, image) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import segcore
 
@@ -78,3 +79,19 @@ def trained_model_dir(tmp_path_factory):
         training_data="generated red rectangles",
     )
     return directory
+
+
+@pytest.fixture
+def square_dataset(tmp_path):
+    """A folder dataset of red-rectangle scenes (70x90): images 0-3 in split test, 4-5 in train."""
+    rng = np.random.default_rng(11)
+    for folder in ("images", "masks"):
+        (tmp_path / "squares" / folder).mkdir(parents=True)
+    lines = []
+    for index in range(6):
+        image, mask = make_square_scene(70, 90, rng)
+        Image.fromarray(image).save(tmp_path / "squares" / "images" / f"{index}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "squares" / "masks" / f"{index}.png")
+        lines.append(f"{index} {'test' if index < 4 else 'train'}")
+    (tmp_path / "squares" / "split.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path / "squares"

@@ -18,21 +18,6 @@ from segcore.zoo import shipped_models
 from tests.conftest import make_square_scene
 
 
-@pytest.fixture
-def square_dataset(tmp_path):
-    rng = np.random.default_rng(11)
-    for folder in ("images", "masks"):
-        (tmp_path / "squares" / folder).mkdir(parents=True)
-    lines = []
-    for index in range(6):
-        image, mask = make_square_scene(70, 90, rng)
-        Image.fromarray(image).save(tmp_path / "squares" / "images" / f"{index}.png")
-        Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "squares" / "masks" / f"{index}.png")
-        lines.append(f"{index} {'test' if index < 4 else 'train'}")
-    (tmp_path / "squares" / "split.txt").write_text("\n".join(lines) + "\n")
-    return tmp_path / "squares"
-
-
 def test_ship_writes_weights_config_and_a_card_with_measured_metrics(trained_model_dir, square_dataset, tmp_path, capsys):
     weights = tmp_path / "weights"
     code = main(["ship", str(trained_model_dir), "--name", "tiny-squares", "--data", str(square_dataset),
