@@ -117,7 +117,8 @@ def _runtime_for(model) -> str:
 
 
 def _load_segmenter(path: Path) -> segcore.Segmenter:
-    """The model at `path` in the runtime the policy picks; torch where its ONNX export fails."""
+    """The model at `path` in the runtime the policy picks; an int8 graph that cannot run falls back to the float
+    ONNX export, and a model ONNX Runtime cannot run to torch."""
     inference.configure_for_serving()  # threads per call and calls at once that never oversubscribe the cores
     model = segcore.load_pretrained(path, device="cpu")
     runtime = _runtime_for(model)

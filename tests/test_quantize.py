@@ -40,12 +40,15 @@ def test_int8_graph_is_kept_with_its_measurements_and_runs_as_the_models_runtime
     assert config["runtime"] == INT8_RUNTIME and entry["file"] == INT8_NAME and (model_copy / INT8_NAME).is_file()
     assert entry["calibration"]["images"] == 2 and entry["evaluated"]["images"] == 4
     assert entry["drop_points"] == pytest.approx(100 * (entry["float"] - entry["int8"])) and entry["drop_points"] <= 0.2
+    # the first choice that kept the accuracy: every earlier one lost more than 0.2 points
+    assert entry["tried"][-1]["float_convolutions"] == entry["float_convolutions"]
+    assert all(earlier["drop_points"] > 0.2 for earlier in entry["tried"][:-1])
     assert entry["float"] > 0.8, "the tiny U-Net really segments the squares"
     assert set(entry["end_to_end_ms"]) == {"torch", "onnxruntime", INT8_RUNTIME}
     card = (model_copy / "README.md").read_text()
     assert card.count(CARD_SECTION) == 1
     assert f"| fg IoU, float (ONNX Runtime) | {100 * entry['float']:.2f} % |" in card
-    assert f"| fg IoU, int8 | {100 * entry['int8']:.2f} % |" in card
+    assert f"| fg IoU, int8 (" in card and f") | {100 * entry['int8']:.2f} % |" in card
 
     model = segcore.load_pretrained(model_copy)
     assert preferred_runtime(model.segcore_config) == INT8_RUNTIME
@@ -63,12 +66,18 @@ def test_int8_graph_is_kept_with_its_measurements_and_runs_as_the_models_runtime
     assert (model_copy / "README.md").read_text().count(CARD_SECTION) == 1
 
 
-def test_a_graph_that_fails_a_gate_is_not_kept_and_nothing_changes(model_copy, square_dataset, capsys):
+@pytest.mark.parametrize("gate, why", [
+    (["--min-speedup", "1000"], "int8 took"),  # no graph runs 1000x faster
+    (["--max-drop", "-100", "--min-speedup", "0"], "fg_iou dropped more than -100.0 points however many convolutions "
+     "stayed in float (every convolution in int8: "),  # none gains 100 points, whichever layers stay in float
+])
+def test_a_graph_that_fails_a_gate_is_not_kept_and_nothing_changes(model_copy, square_dataset, capsys, gate, why):
     before = {path.name: path.read_bytes() for path in model_copy.iterdir()}
-    assert _quantize(model_copy, square_dataset, "--min-speedup", "1000") == 1
+    assert _quantize(model_copy, square_dataset, *gate) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: int8 not kept for tiny: int8 took")
-    assert "not 1000.0x faster" in err[0] and "fg IoU float" in err[0]
+    assert len(err) == 1 and err[0].startswith(f"error: int8 not kept for tiny: {why}") and "fg IoU float" in err[0]
+    if "dropped" in why:
+        assert "the last convolution in float: " in err[0] and "the first and last convolutions in float: " in err[0]
     assert {path.name: path.read_bytes() for path in model_copy.iterdir()} == before
     with pytest.raises(SegcoreError, match="has no int8 graph; make one with `python -m segcore quantize"):
         segcore.Segmenter.from_pretrained(model_copy, runtime=INT8_RUNTIME)

@@ -109,3 +109,29 @@ def test_shipped_model_predicts_a_sane_mask(name):
         if "Road" in segmenter.class_names:  # the generated scene's tarmac, left of the car, bottom of the picture
             road = float((prediction.labels[300:360, 0:250] == segmenter.class_names.index("Road")).mean())
             assert road > 0.6, f"{name}: only {road:.2f} of the road in the generated street scene is Road"
+
+
+INT8_MODELS = [name for name in SHIPPED if json.loads((WEIGHTS_DIR / name / "config.json").read_text()).get("int8")]
+# Pixels whose label an int8 graph kept by `segcore quantize` (at most 0.2 mIoU points lost on CamVid val) shares
+# with its float weights, on the generated street.
+MIN_INT8_AGREEMENT = 0.95  # camvid-bisenet: 96.2 % on the generated street (a scene unlike CamVid)
+
+
+def test_street_models_ship_int8_graphs():
+    """camvid-bisenet and camvid-deeplabv3plus passed quantize's gates on CamVid val (docs/benchmarks.md)."""
+    assert {"camvid-bisenet", "camvid-deeplabv3plus"} <= set(INT8_MODELS)
+
+
+@pytest.mark.parametrize("name", INT8_MODELS)
+def test_shipped_int8_graph_runs_by_default_and_agrees_with_the_weights(name):
+    from segcore.inference import preferred_runtime
+
+    model = segcore.load_pretrained(WEIGHTS_DIR / name, device="cpu")
+    assert preferred_runtime(model.segcore_config) == "onnxruntime-int8"
+    int8 = segcore.Segmenter(model, runtime="onnxruntime-int8")
+    image = segcore.read_image(EXAMPLES / "street-generated.png")
+    labels = int8.predict(image).labels
+    agreement = float((labels == segcore.Segmenter(model, runtime="torch").predict(image).labels).mean())
+    assert agreement > MIN_INT8_AGREEMENT, f"{name}: int8 agrees with the float model on {agreement:.1%} of pixels"
+    road = float((labels[300:360, 0:250] == int8.class_names.index("Road")).mean())
+    assert road > 0.6, f"{name}: only {road:.2f} of the road in the generated street scene is Road in int8"
