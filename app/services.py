@@ -572,6 +572,7 @@ class CompareRow:
     labels: np.ndarray
     overlay: np.ndarray
     metrics: dict = field(default_factory=dict)  # with a ground truth: iou (foreground), miou, pixel_acc
+    runtime: str = ""  # what ran it (torch, onnxruntime, onnxruntime-int8): latencies differ by runtime too
 
 
 @dataclass
@@ -581,16 +582,16 @@ class CompareResult:
     disagreement: np.ndarray  # heatmap: share of model pairs that disagree at each pixel
     notes: list[str] = field(default_factory=list)
 
-    COLUMNS = ("model", "latency (ms)", "IoU (foreground)", "mIoU", "pixel accuracy")
+    COLUMNS = ("model", "latency (ms)", "IoU (foreground)", "mIoU", "pixel accuracy", "runtime")
 
     def table(self) -> list[list]:
         """One row per model under COLUMNS: model, latency ms, foreground IoU, mIoU, pixel accuracy (metrics blank
-        without a ground truth)."""
+        without a ground truth), runtime."""
         def shown(value):
             return None if value is None else round(float(value), 4)
 
         return [[row.model, round(row.latency_ms, 1), shown(row.metrics.get("iou")), shown(row.metrics.get("miou")),
-                 shown(row.metrics.get("pixel_acc"))] for row in self.rows]
+                 shown(row.metrics.get("pixel_acc")), row.runtime] for row in self.rows]
 
 
 def void_labels(config: dict) -> set[int]:
@@ -682,7 +683,7 @@ def compare(image, models: list[str], ground_truth=None) -> CompareResult:
             shown = visualize.saliency_overlay(picture, prediction.probabilities[0], with_colorbar=False)
         else:
             shown = visualize.overlay(picture, prediction.labels, segmenter.class_colors, 0.55, skip_index=skip)
-        rows.append(CompareRow(name, prediction.latency_ms, prediction.labels, shown))
+        rows.append(CompareRow(name, prediction.latency_ms, prediction.labels, shown, runtime=segmenter.runtime))
     first = get_segmenter(models[0])
     class_lists = [list(get_segmenter(name).class_names) for name in models]
     same_classes = all(names == class_lists[0] for names in class_lists)

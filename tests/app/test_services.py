@@ -15,6 +15,7 @@ from PIL import Image
 from app import services
 from segcore import compose
 from segcore.errors import SegcoreError
+from segcore.inference import RUNTIMES
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -139,6 +140,8 @@ def test_compare_scores_each_model_against_a_ground_truth(app_dirs, square_photo
     assert (share > 0) == bool((result.disagreement[:, :200] != result.disagreement[0, 0]).any())
     table = result.table()
     assert table[0][0] == "squares-a" and table[0][2] == pytest.approx(result.rows[0].metrics["iou"], abs=1e-4)
+    assert [row[5] for row in table] == [services.get_segmenter(name).runtime for name in ("squares-a", "squares-b")]
+    assert table[0][5] in RUNTIMES
 
 
 def test_compare_refuses_bad_requests(app_dirs, square_photo, tmp_path):

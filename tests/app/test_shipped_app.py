@@ -1,6 +1,7 @@
 """The app with its shipped weights: background removal defaults to person-fast and cuts out the
 person in the bundled public-domain astronaut photo (regions marked by hand in tests/test_shipped_models.py).
-One test per shipped portrait model; the Explore tab shows each shipped saliency model's map."""
+One test per shipped portrait model; the Explore tab shows each shipped saliency model's map; Compare runs the
+street models each in its own runtime (int8 where `segcore quantize` kept a graph) and says which."""
 
 from __future__ import annotations
 
@@ -71,3 +72,24 @@ def test_remove_background_of_the_astronaut_with_only_the_photo(served_shipped_a
     assert Path(download).name == "astronaut-cutout.png"
     with Image.open(download) as saved:
         assert np.array_equal(np.asarray(saved)[..., 3].astype(np.float32) / 255.0, alpha)
+
+
+STREET_MODELS = [entry.name for entry in SHIPPED if entry.config["num_classes"] == 11]
+
+
+def test_compare_shows_the_street_models_and_the_runtime_each_ran_in(served_shipped_app, tmp_path):
+    import json
+
+    client = Client(served_shipped_app, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+    assert {"camvid-bisenet", "camvid-enet", "camvid-deeplabv3plus"} <= set(STREET_MODELS)
+    street = services.EXAMPLES_DIR / "street-generated.png"
+    gallery, table, _disagreement, _info = client.predict(handle_file(str(street)), STREET_MODELS[:4], None,
+                                                          api_name="/compare")
+    assert len(gallery) == len(STREET_MODELS[:4])
+    columns = table["headers"]
+    runtimes = {row[columns.index("model")]: row[columns.index("runtime")] for row in table["data"]}
+    for name in STREET_MODELS[:4]:
+        config = json.loads((services.ROOT / "assets" / "weights" / name / "config.json").read_text())
+        expected = "onnxruntime-int8" if config.get("int8") else config.get("runtime", "onnxruntime")
+        assert runtimes[name] == expected, (name, runtimes)
+    assert runtimes["camvid-bisenet"] == "onnxruntime-int8" and runtimes["camvid-enet"] == "torch"
