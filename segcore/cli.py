@@ -605,11 +605,26 @@ def _bench_predict(args) -> int:
     threads, slots = configure_for_serving()  # the app's policy: threads per call, calls at once
     samples = bench.bench_images(args.images, args.masks, args.data, args.split, args.limit,
                                    args.val_fraction)
+    def segmenters(ttas):
+        """(model, runtime, Segmenter) for every model in every runtime and test-time setting asked for. Where
+        several runtimes are asked for, one a model cannot run in (no int8 graph, no ONNX export) is skipped with a
+        line on stderr; with one runtime, that is the error."""
+        for model in args.model or []:
+            for runtime in args.runtime:
+                for tta in ttas:
+                    try:
+                        segmenter = Segmenter.from_pretrained(model, device="cpu", runtime=runtime, tta=tta)
+                    except SegcoreError as error:
+                        if len(args.runtime) == 1:
+                            raise
+                        print(f"skipped {model} in {runtime}: {error}", file=sys.stderr)
+                        break
+                    yield model, runtime, segmenter
+
     if args.what == "webcam":
         frames = bench.webcam_frames(samples)
-        webcam = [bench.webcam_benchmark(Segmenter.from_pretrained(model, device="cpu", runtime=runtime, tta="none"),
-                                         frames, mode=args.mode, passes=args.passes, name=Path(model).name)
-                  for model in args.model or [] for runtime in args.runtime]
+        webcam = [bench.webcam_benchmark(segmenter, frames, mode=args.mode, passes=args.passes, name=Path(model).name)
+                  for model, _runtime, segmenter in segmenters(["none"])]
         print(f"{len(frames)} frames of 640x480 (photos scaled to cover, centre-cropped); model, edge refinement, "
               f"temporal smoothing and compositing, one caller, {threads} thread(s)")
         print(bench.webcam_table(webcam))
@@ -624,16 +639,14 @@ def _bench_predict(args) -> int:
             result = bench.predict_benchmark(peer, samples, 1, args.passes, name=args.peer,
                                              runtime=peer.runtime)
             results.append({**result, "threads": threads if isinstance(peer, Segmenter) else "own"})
-    for model in args.model or []:
-        for runtime in args.runtime:
-            for tta in args.tta or [None]:  # None: as the model was shipped (its own test-time setting, if any)
-                segmenter = Segmenter.from_pretrained(model, device="cpu", runtime=runtime, tta=tta)
-                name = Path(model).name if Path(model).exists() else model
-                if segmenter.tta is not None:
-                    name = f"{name} (tta {segmenter.tta.spec})"
-                for callers in args.concurrency:
-                    results.append(bench.predict_benchmark(segmenter, samples, callers, args.passes, name=name,
-                                                           runtime=runtime))
+    # None: as the model was shipped (its own test-time setting, if any)
+    for model, runtime, segmenter in segmenters(args.tta or [None]):
+        name = Path(model).name if Path(model).exists() else model
+        if segmenter.tta is not None:
+            name = f"{name} (tta {segmenter.tta.spec})"
+        for callers in args.concurrency:
+            results.append(bench.predict_benchmark(segmenter, samples, callers, args.passes, name=name,
+                                                   runtime=runtime))
     print(f"{len(samples)} images, end to end (decoded RGB in, labels + alpha out); {threads} thread(s) per call, "
           f"{slots} call(s) at once on {available_cores()} cores")
     print(bench.predict_table(results, peer=args.peer))

@@ -113,6 +113,21 @@ def test_bench_predict_times_test_time_augmentation_beside_the_plain_model(train
     assert "unknown test-time augmentation 'sideways'" in capsys.readouterr().err
 
 
+def test_bench_predict_skips_a_runtime_a_model_cannot_run_in(trained_model_dir, squares, tmp_path, capsys):
+    """The tiny model has no int8 graph: beside another runtime it is skipped with a line; alone it is the error."""
+    record = tmp_path / "runtimes.json"
+    code = main(["bench", "predict", "--model", str(trained_model_dir), "--data", str(squares), "--split", "test",
+                 "--runtime", "onnxruntime-int8", "onnxruntime", "--record", str(record)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"skipped {trained_model_dir} in onnxruntime-int8: unet: this model has no int8 graph" in err
+    assert [r["runtime"] for r in json.loads(record.read_text())["results"]] == ["onnxruntime"]
+    assert main(["bench", "predict", "--model", str(trained_model_dir), "--data", str(squares), "--split", "test",
+                 "--runtime", "onnxruntime-int8"]) == 1
+    assert "error: unet: this model has no int8 graph; make one with `python -m segcore quantize" in (
+        capsys.readouterr().err)
+
+
 def test_bench_webcam_composites_every_frame_at_640x480(trained_model_dir, squares, tmp_path, capsys):
     record = tmp_path / "webcam.json"
     code = main(["bench", "webcam", "--model", str(trained_model_dir), "--images", str(squares / "images"),
