@@ -124,6 +124,34 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "segcore"
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over every weight and buffer of `model`, by name: what an export or an int8 graph was made from."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def int8_graph_path(model: torch.nn.Module) -> Path:
+    """The int8 graph `segcore quantize` saved beside `model`'s weights, checked to have been made from these
+    weights (the runner of `Segmenter(runtime="onnxruntime-int8")`)."""
+    config = model.segcore_config
+    entry = config.get("int8")
+    folder = getattr(model, "segcore_source", None)
+    if not entry or folder is None:
+        raise SegcoreError(f"{config['architecture']}: this model has no int8 graph; make one with `python -m "
+                           "segcore quantize --model MODEL --data DIR --split val`, or use runtime 'onnxruntime'")
+    path = Path(folder) / entry["file"]
+    if not path.is_file():
+        raise SegcoreError(f"{path}: missing, though config.json lists it; run `python -m segcore quantize` again "
+                           "or use runtime 'onnxruntime'")
+    if entry.get("weights_sha256") != weights_digest(model):
+        raise SegcoreError(f"{path} was made from other weights than {Path(folder).name}'s; run `python -m segcore "
+                           "quantize` again or use runtime 'onnxruntime'")
+    return path
+
+
 def _export_key(model: torch.nn.Module, input_size: tuple[int, int] | None, batch_size: int) -> str:
     """A digest of everything the exported graph depends on: architecture and kwargs, every weight and buffer,
     the size it is exported at, the opset, the torch that traced it and GRAPH_REVISION."""
@@ -133,9 +161,7 @@ def _export_key(model: torch.nn.Module, input_size: tuple[int, int] | None, batc
               "input_size": list(input_size) if input_size else None, "batch_size": batch_size,
               "opset": ONNX_OPSET, "torch": torch.__version__, "graph_revision": GRAPH_REVISION}
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(weights_digest(model).encode())
     return digest.hexdigest()
 
 

@@ -430,7 +430,7 @@ class Segmenter(ConfigClasses):
         if runtime != "torch" and self.device.type != "cpu":
             raise SegcoreError(f"runtime {runtime!r} runs on the CPU here; use runtime='torch' for a GPU")
         if runtime == "onnxruntime-int8":
-            from segcore.quantize import int8_graph_path
+            from segcore.export import int8_graph_path
 
             self.runner = OnnxRunner(int8_graph_path(model), runtime=runtime)
         elif runtime == "onnxruntime":

@@ -16,17 +16,16 @@ the weights it was made from, so changed weights never run a stale graph), the m
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from segcore.checkpoint import CARD_NAME, CONFIG_NAME, INT8_NAME, load_pretrained
 from segcore.errors import SegcoreError
+from segcore.export import weights_digest
 from segcore.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 INT8_RUNTIME = "onnxruntime-int8"
@@ -35,33 +34,6 @@ CALIBRATION_IMAGES = 48
 CARD_SECTION = "## int8 (ONNX Runtime static quantisation)"
 # convolutions left in float, tried in this order until one keeps the model's accuracy
 FLOAT_CHOICES = ((), ("last",), ("first", "last"))
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 over every weight and buffer of `model`, by name: what an int8 graph was made from."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def int8_graph_path(model: torch.nn.Module) -> Path:
-    """The int8 graph saved beside `model`'s weights, checked to have been made from these weights."""
-    config = model.segcore_config
-    entry = config.get("int8")
-    folder = getattr(model, "segcore_source", None)
-    if not entry or folder is None:
-        raise SegcoreError(f"{config['architecture']}: this model has no int8 graph; make one with `python -m "
-                           "segcore quantize --model MODEL --data DIR --split val`, or use runtime 'onnxruntime'")
-    path = Path(folder) / entry["file"]
-    if not path.is_file():
-        raise SegcoreError(f"{path}: missing, though config.json lists it; run `python -m segcore quantize` again "
-                           "or use runtime 'onnxruntime'")
-    if entry.get("weights_sha256") != weights_digest(model):
-        raise SegcoreError(f"{path} was made from other weights than {Path(folder).name}'s; run `python -m segcore "
-                           "quantize` again or use runtime 'onnxruntime'")
-    return path
 
 
 def _calibration_inputs(segmenter, dataset, count: int, seed: int = 0):
