@@ -1,6 +1,7 @@
 """Training runs committed mid-way (assets/training/NAME) must stay resumable: every stage folder with a trainer
 state (the run itself, or RUN/<stage> for a multi-stage recipe) has a model folder that loads strictly and a trainer
-state that loads with weights_only=True and matches the model (its moving average where the run keeps one)."""
+state that loads with weights_only=True and matches the model (its moving average where the run keeps one, in
+trainer_ema.pt or, in older runs, inside the trainer state), and no file over 25 MB."""
 
 from __future__ import annotations
 
@@ -33,9 +34,16 @@ def test_committed_run_is_resumable(stage):
     state = torch.load(stage / "trainer_state.pt", map_location="cpu", weights_only=True)
     assert state["epoch"] == len(state["history"]) >= 1
     network = state["network"]
-    if "ema" in state:  # last/ holds the weights' moving average (ema_decay); the raw weights are for resuming
-        assert state["ema"].keys() - {"n_averaged"} == {f"module.{name}" for name in network}
-        network = {name[len("module."):]: tensor for name, tensor in state["ema"].items() if name != "n_averaged"}
+    average = state.get("ema")  # runs saved before the moving average had a file of its own
+    if (stage / "trainer_ema.pt").is_file():
+        own = torch.load(stage / "trainer_ema.pt", map_location="cpu", weights_only=True)
+        assert own["step"] == state["step"], "the moving average and the trainer state are from different steps"
+        average = own["ema"]
+    for path in stage.rglob("*"):
+        assert path.stat().st_size < 25 * 2**20, f"{path} is over the 25 MB a committed file may take"
+    if average is not None:  # last/ holds the weights' moving average (ema_decay); the raw weights are for resuming
+        assert average.keys() - {"n_averaged"} == {f"module.{name}" for name in network}
+        network = {name[len("module."):]: tensor for name, tensor in average.items() if name != "n_averaged"}
     if config.loss == "contrastive":  # the state holds the model and its projection head: compare the model
         assert any(name.startswith("head.") for name in network)
         network = {name[len("model."):]: tensor for name, tensor in network.items() if name.startswith("model.")}

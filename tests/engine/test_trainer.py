@@ -80,6 +80,45 @@ def test_resume_continues_exactly(shapes_root, tmp_path, ema_decay):
     for name in a:
         assert torch.equal(a[name], b[name]), f"{name} differs after resume"
     assert [row["train_loss"] for row in straight.history] == [row["train_loss"] for row in resumed.history]
+    # the moving average has a file of its own (each file of a committed run under 25 MB), stamped with its step
+    state = torch.load(tmp_path / "split" / "trainer_state.pt", weights_only=True)
+    assert "ema" not in state
+    if ema_decay:
+        average = torch.load(tmp_path / "split" / "trainer_ema.pt", weights_only=True)
+        assert average["step"] == state["step"] and average["ema"]["n_averaged"] == state["step"]
+    else:
+        assert not (tmp_path / "split" / "trainer_ema.pt").exists()
+
+
+def test_resume_reads_an_average_kept_inside_the_trainer_state_and_refuses_one_of_another_step(shapes_root,
+                                                                                               tmp_path, caplog):
+    """Runs saved before the average had its own file keep it inside trainer_state.pt (assets/training/camvid-enet
+    at epoch 130): they resume exactly. An average file from another step than the trainer state (a crash between
+    the two writes) is not used: the average starts again from the restored weights, with a warning."""
+    settings = [f"data={shapes_root}", "model=unet", "model_kwargs.width=4", "input_size=[48, 48]", "batch_size=8",
+                "lr=0.005", "threads=2", "augmentation=none", "epochs=2", "val_every=2", "ema_decay=0.9"]
+    straight = run_recipe(load_recipe(None, settings), tmp_path / "straight")
+    stop = threading.Event()
+    run = tmp_path / "split"
+    first = run_recipe(load_recipe(None, settings), run, stop_event=stop,
+                       callbacks=[lambda event: stop.set() if event.kind == "epoch" and event.epoch == 1 else None])
+    assert first.epochs_done == 1
+    state = torch.load(run / "trainer_state.pt", weights_only=True)
+    average = torch.load(run / "trainer_ema.pt", weights_only=True)
+    torch.save({**state, "ema": average["ema"]}, run / "trainer_state.pt")  # the older layout
+    (run / "trainer_ema.pt").unlink()
+    assert run_recipe(load_recipe(run / "recipe.yaml"), run, resume=True).epochs_done == 2
+    a = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    b = load_file(str(run / "last" / "model.safetensors"))
+    assert straight.epochs_done == 2 and all(torch.equal(a[name], b[name]) for name in a)
+    trainer = Trainer(load_recipe(run / "recipe.yaml"), run)
+    state = torch.load(run / "trainer_state.pt", weights_only=True)
+    assert "ema" not in state and trainer._saved_average(state) is not None  # resaved in the new layout
+    stale = torch.load(run / "trainer_ema.pt", weights_only=True)
+    torch.save({**stale, "step": state["step"] - 1}, run / "trainer_ema.pt")
+    with caplog.at_level("WARNING", logger="segcore.engine.trainer"):
+        assert trainer._saved_average(state) is None
+    assert "the moving average starts again from the restored weights" in caplog.text
 
 
 def test_ema_keeps_the_moving_average_of_every_step_and_validates_it(shapes_root, tmp_path):
